@@ -1,0 +1,713 @@
+//! The appliance's configuration: one TOML file, read at start.
+//!
+//! This module owns the schema (what keys exist, their defaults and limits),
+//! loading secrets from the files or environment variables the file names,
+//! and the error messages: every refusal names the key and the line, so an
+//! operator can fix the file without reading code. Unknown keys are errors:
+//! a misspelt `upstream_pasword_file` must not silently leave a target
+//! without credentials.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::secret::Secret;
+
+/// Per-direction read buffer a connection starts with.
+pub const BUFFER_BYTES_INITIAL: usize = 4 * 1024;
+/// Smallest accepted `buffer_bytes_max`: a command head or a reply header
+/// line must fit in one buffer.
+pub const BUFFER_BYTES_MAX_FLOOR: usize = 16 * 1024;
+/// Largest accepted `buffer_bytes_max`.
+pub const BUFFER_BYTES_MAX_CEILING: usize = 64 * 1024 * 1024;
+/// Largest accepted `pending_replies_max`.
+pub const PENDING_REPLIES_CEILING: usize = 1 << 20;
+/// Largest accepted `workers`.
+pub const WORKERS_MAX: usize = 1024;
+
+/// A configuration error, already formatted for the operator: it names the
+/// file, the key and the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn at(file: &Path, src: &str, span: Range<usize>, key: &str, msg: impl fmt::Display) -> Self {
+        let line = line_of(src, span.start);
+        ConfigError(format!("{}: line {line}: `{key}`: {msg}", file.display()))
+    }
+
+    fn plain(file: &Path, msg: impl fmt::Display) -> Self {
+        ConfigError(format!("{}: {msg}", file.display()))
+    }
+}
+
+/// 1-based line number of byte offset `at` in `src`.
+fn line_of(src: &str, at: usize) -> usize {
+    src.as_bytes()[..at.min(src.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    target: Vec<Spanned<RawTarget>>,
+    // Sections of the design that later features fill in. They are named
+    // here so that an operator who writes them gets a precise refusal
+    // instead of a silently ignored policy.
+    identity: Option<Spanned<toml::Value>>,
+    audit: Option<Spanned<toml::Value>>,
+    rule: Option<Spanned<toml::Value>>,
+    mask: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    workers: Option<Spanned<Workers>>,
+    admin_listen: Option<Spanned<String>>,
+    shutdown_grace_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+    connections_max: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+enum Workers {
+    Auto(AutoWord),
+    Count(usize),
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum AutoWord {
+    Auto,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Spanned<String>,
+    protocol: Spanned<Protocol>,
+    listen: Spanned<String>,
+    upstream: Spanned<String>,
+    upstream_user: Option<String>,
+    upstream_password_file: Option<Spanned<PathBuf>>,
+    upstream_password_env: Option<Spanned<String>>,
+    upstream_database: Option<String>,
+    auth: Option<Spanned<AuthMode>>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
+    upstream_tls: Option<Spanned<String>>,
+    allow_plaintext_auth: Option<bool>,
+    buffer_bytes_max: Option<Spanned<usize>>,
+    pending_replies_max: Option<Spanned<usize>>,
+    connect_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// The wire protocol a target speaks.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// RESP2/RESP3.
+    Redis,
+    /// The PostgreSQL frontend/backend protocol.
+    Postgres,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Redis => "redis",
+            Protocol::Postgres => "postgres",
+        })
+    }
+}
+
+/// How clients of a target authenticate.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Development only: any client is let through, as an anonymous identity.
+    None,
+    /// An OIDC token as the password.
+    Token,
+}
+
+// ---------------------------------------------------------------------------
+// The validated configuration the appliance runs with.
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub server: Server,
+    /// The stores the appliance fronts, in file order.
+    pub targets: Vec<Target>,
+}
+
+/// Process-wide settings (`[server]`).
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Number of data-plane shards.
+    pub workers: usize,
+    /// Admin API and `/metrics` address; `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long in-flight commands may run after SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Client connections per shard beyond which new ones are refused.
+    pub connections_max: usize,
+}
+
+/// One fronted store (`[[target]]`).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Name used in metrics, logs and policy.
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The store, `host:port`.
+    pub upstream: String,
+    /// The appliance's own user at the store.
+    pub upstream_user: Option<String>,
+    /// The appliance's own password at the store; never shown to clients.
+    pub upstream_password: Option<Secret>,
+    /// How clients authenticate.
+    pub auth: AuthMode,
+    /// Bound of each per-direction buffer of a connection.
+    pub buffer_bytes_max: usize,
+    /// Commands in flight per connection before reading from the client pauses.
+    pub pending_replies_max: usize,
+    /// Upstream connect (and authenticate) deadline.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            workers: default_workers(),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            shutdown_grace_ms: 5_000,
+            log_format: LogFormat::Text,
+            connections_max: 100_000,
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, including the secrets it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::plain(path, format_args!("cannot read: {e}")))?;
+        Config::parse(path, &src)
+    }
+
+    /// Parses and validates `src`, the text of `path`.
+    pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(src)
+            .map_err(|e| ConfigError::plain(path, format_args!("{}", e.to_string().trim_end())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        for (key, value) in [
+            ("identity", &raw.identity),
+            ("audit", &raw.audit),
+            ("rule", &raw.rule),
+            ("mask", &raw.mask),
+        ] {
+            if let Some(v) = value {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    v.span(),
+                    key,
+                    "not supported by this build yet; refusing to start rather than ignore it",
+                ));
+            }
+        }
+
+        let mut server = Server::default();
+        if let Some(w) = &raw.server.workers {
+            server.workers = match *w.get_ref() {
+                Workers::Auto(AutoWord::Auto) => default_workers(),
+                Workers::Count(n) if (1..=WORKERS_MAX).contains(&n) => n,
+                Workers::Count(n) => {
+                    return Err(ConfigError::at(
+                        path,
+                        src,
+                        w.span(),
+                        "server.workers",
+                        format_args!("{n} is out of range 1..={WORKERS_MAX} (or \"auto\")"),
+                    ));
+                }
+            };
+        }
+        if let Some(a) = &raw.server.admin_listen {
+            server.admin_listen = if a.get_ref().is_empty() {
+                None
+            } else {
+                Some(parse_addr(path, src, a, "server.admin_listen")?)
+            };
+        }
+        if let Some(ms) = raw.server.shutdown_grace_ms {
+            server.shutdown_grace_ms = ms;
+        }
+        if let Some(f) = raw.server.log_format {
+            server.log_format = f;
+        }
+        if let Some(c) = &raw.server.connections_max {
+            if *c.get_ref() == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    c.span(),
+                    "server.connections_max",
+                    "must be at least 1",
+                ));
+            }
+            server.connections_max = *c.get_ref();
+        }
+
+        let mut targets: Vec<Target> = Vec::with_capacity(raw.target.len());
+        for t in &raw.target {
+            let span = t.span();
+            let t = t.get_ref();
+            let target = validate_target(path, src, base, span, t)?;
+            if let Some(prev) = targets.iter().find(|p| p.name == target.name) {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    t.name.span(),
+                    "target.name",
+                    format_args!("duplicate target name {:?}", prev.name),
+                ));
+            }
+            if let Some(prev) = targets.iter().find(|p| p.listen == target.listen) {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    t.listen.span(),
+                    "target.listen",
+                    format_args!(
+                        "{} is already the listen address of target {:?}",
+                        target.listen, prev.name
+                    ),
+                ));
+            }
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            return Err(ConfigError::plain(path, "no [[target]]: nothing to front"));
+        }
+        Ok(Config { server, targets })
+    }
+}
+
+fn validate_target(
+    path: &Path,
+    src: &str,
+    base: &Path,
+    span: Range<usize>,
+    t: &RawTarget,
+) -> Result<Target, ConfigError> {
+    let name = t.name.get_ref().clone();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::at(
+            path,
+            src,
+            t.name.span(),
+            "target.name",
+            "must be non-empty and use only letters, digits, '-' and '_'",
+        ));
+    }
+    let protocol = *t.protocol.get_ref();
+    if protocol == Protocol::Postgres {
+        return Err(ConfigError::at(
+            path,
+            src,
+            t.protocol.span(),
+            "target.protocol",
+            "\"postgres\" is not supported by this build yet",
+        ));
+    }
+    let listen = parse_addr(path, src, &t.listen, "target.listen")?;
+    let upstream = t.upstream.get_ref().clone();
+    if !valid_host_port(&upstream) {
+        return Err(ConfigError::at(
+            path,
+            src,
+            t.upstream.span(),
+            "target.upstream",
+            format_args!("{upstream:?} is not host:port"),
+        ));
+    }
+    for (key, set) in [
+        ("target.tls_cert", t.tls_cert.as_ref().map(|s| s.span())),
+        ("target.tls_key", t.tls_key.as_ref().map(|s| s.span())),
+        (
+            "target.upstream_tls",
+            t.upstream_tls.as_ref().map(|s| s.span()),
+        ),
+    ] {
+        if let Some(sp) = set {
+            return Err(ConfigError::at(
+                path,
+                src,
+                sp,
+                key,
+                "TLS is not supported by this build yet",
+            ));
+        }
+    }
+    if t.upstream_database.is_some() {
+        return Err(ConfigError::at(
+            path,
+            src,
+            span,
+            "target.upstream_database",
+            "only meaningful for protocol = \"postgres\"",
+        ));
+    }
+    let _ = t.allow_plaintext_auth;
+
+    let auth = match &t.auth {
+        None => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                span,
+                "target.auth",
+                "missing: this build supports only auth = \"none\" (development mode); say so explicitly",
+            ));
+        }
+        Some(a) if *a.get_ref() == AuthMode::Token => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                a.span(),
+                "target.auth",
+                "\"token\" is not supported by this build yet",
+            ));
+        }
+        Some(a) => *a.get_ref(),
+    };
+
+    let upstream_password = match (&t.upstream_password_file, &t.upstream_password_env) {
+        (Some(f), Some(_)) => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                f.span(),
+                "target.upstream_password_file",
+                "set either upstream_password_file or upstream_password_env, not both",
+            ));
+        }
+        (Some(f), None) => {
+            let file = base.join(f.get_ref());
+            Some(Secret::from_file(&file).map_err(|e| {
+                ConfigError::at(
+                    path,
+                    src,
+                    f.span(),
+                    "target.upstream_password_file",
+                    format_args!("{}: {e}", file.display()),
+                )
+            })?)
+        }
+        (None, Some(v)) => Some(Secret::from_env(v.get_ref()).map_err(|e| {
+            ConfigError::at(path, src, v.span(), "target.upstream_password_env", e)
+        })?),
+        (None, None) => None,
+    };
+
+    let buffer_bytes_max = match &t.buffer_bytes_max {
+        None => 64 * 1024,
+        Some(b) => {
+            let v = *b.get_ref();
+            if !(BUFFER_BYTES_MAX_FLOOR..=BUFFER_BYTES_MAX_CEILING).contains(&v) {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    b.span(),
+                    "target.buffer_bytes_max",
+                    format_args!(
+                        "{v} is out of range {BUFFER_BYTES_MAX_FLOOR}..={BUFFER_BYTES_MAX_CEILING}"
+                    ),
+                ));
+            }
+            v
+        }
+    };
+    let pending_replies_max = match &t.pending_replies_max {
+        None => 1024,
+        Some(p) => {
+            let v = *p.get_ref();
+            if !(1..=PENDING_REPLIES_CEILING).contains(&v) {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    p.span(),
+                    "target.pending_replies_max",
+                    format_args!("{v} is out of range 1..={PENDING_REPLIES_CEILING}"),
+                ));
+            }
+            v
+        }
+    };
+    let connect_timeout_ms = match &t.connect_timeout_ms {
+        None => 3_000,
+        Some(c) if *c.get_ref() == 0 => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                c.span(),
+                "target.connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        Some(c) => *c.get_ref(),
+    };
+
+    Ok(Target {
+        name,
+        protocol,
+        listen,
+        upstream,
+        upstream_user: t.upstream_user.clone(),
+        upstream_password,
+        auth,
+        buffer_bytes_max,
+        pending_replies_max,
+        connect_timeout_ms,
+    })
+}
+
+fn parse_addr(
+    path: &Path,
+    src: &str,
+    v: &Spanned<String>,
+    key: &str,
+) -> Result<SocketAddr, ConfigError> {
+    v.get_ref().parse().map_err(|_| {
+        ConfigError::at(
+            path,
+            src,
+            v.span(),
+            key,
+            format_args!(
+                "{:?} is not an IP address with a port, like 127.0.0.1:6380",
+                v.get_ref()
+            ),
+        )
+    })
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("custos.toml"), src)
+    }
+
+    const MINIMAL: &str = r#"
+[server]
+workers = 2
+admin_listen = "127.0.0.1:9090"
+
+[[target]]
+name = "cache"
+protocol = "redis"
+listen = "127.0.0.1:6380"
+upstream = "127.0.0.1:6379"
+auth = "none"
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.targets.len(), 1);
+        let t = &c.targets[0];
+        assert_eq!(t.name, "cache");
+        assert_eq!(t.buffer_bytes_max, 64 * 1024);
+        assert_eq!(t.pending_replies_max, 1024);
+        assert!(t.upstream_password.is_none());
+    }
+
+    #[test]
+    fn workers_auto_is_the_core_count() {
+        let c = parse(&MINIMAL.replace("workers = 2", "workers = \"auto\"")).unwrap();
+        assert_eq!(c.server.workers, default_workers());
+    }
+
+    /// Each bad file is refused with the key and the line it is on.
+    #[test]
+    fn errors_name_key_and_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"workers = 2"#,
+                r#"workers = 0"#,
+                "line 3: `server.workers`",
+            ),
+            (r#"workers = 2"#, r#"workers = "many""#, "line 3"),
+            (
+                r#"auth = "none""#,
+                "auth = \"none\"\nupstream_pasword_file = \"x\"",
+                "upstream_pasword_file",
+            ),
+            (
+                r#"listen = "127.0.0.1:6380""#,
+                r#"listen = "localhost""#,
+                "line 9: `target.listen`",
+            ),
+            (
+                r#"upstream = "127.0.0.1:6379""#,
+                r#"upstream = "nowhere""#,
+                "line 10: `target.upstream`",
+            ),
+            (
+                r#"protocol = "redis""#,
+                r#"protocol = "postgres""#,
+                "line 8: `target.protocol`",
+            ),
+            (
+                r#"protocol = "redis""#,
+                r#"protocol = "memcached""#,
+                "line 8",
+            ),
+            (
+                r#"auth = "none""#,
+                "auth = \"none\"\nbuffer_bytes_max = 10",
+                "line 12: `target.buffer_bytes_max`",
+            ),
+            (
+                r#"auth = "none""#,
+                "auth = \"none\"\npending_replies_max = 0",
+                "line 12: `target.pending_replies_max`",
+            ),
+            (
+                r#"auth = "none""#,
+                "auth = \"none\"\nupstream_password_file = \"/nonexistent/pw\"",
+                "line 12",
+            ),
+            (
+                r#"auth = "none""#,
+                "auth = \"none\"\nupstream_password_env = \"CUSTOS_TEST_UNSET_VAR\"",
+                "line 12",
+            ),
+            (
+                r#"auth = "none""#,
+                r#"auth = "token""#,
+                "line 11: `target.auth`",
+            ),
+            (
+                r#"name = "cache""#,
+                r#"name = "ca che""#,
+                "line 7: `target.name`",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let src = MINIMAL.replace(from, to);
+            let err = parse(&src).expect_err(to).to_string();
+            assert!(err.contains(want), "{to}: {err:?} should contain {want:?}");
+            assert!(err.starts_with("custos.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let err = parse(&format!("{MINIMAL}colour = \"blue\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("line 12"), "{err}");
+    }
+
+    #[test]
+    fn unimplemented_sections_are_refused_not_ignored() {
+        let src = format!("{MINIMAL}\n[[rule]]\nid = \"x\"\naction = \"block\"\n");
+        let err = parse(&src).unwrap_err().to_string();
+        assert!(err.contains("`rule`") && err.contains("line 13"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names_and_listen_addresses_are_refused() {
+        let two = format!(
+            "{MINIMAL}{}",
+            &MINIMAL[MINIMAL.find("[[target]]").unwrap()..]
+        );
+        let err = parse(&two).unwrap_err().to_string();
+        assert!(err.contains("duplicate target name"), "{err}");
+        let two = two.replacen("name = \"cache\"", "name = \"other\"", 1);
+        let err = parse(&two).unwrap_err().to_string();
+        assert!(err.contains("already the listen address"), "{err}");
+    }
+
+    #[test]
+    fn password_file_is_read_relative_to_the_config_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let src = MINIMAL.replace(
+            "auth = \"none\"",
+            "auth = \"none\"\nupstream_password_file = \"pw\"",
+        );
+        let c = Config::parse(&dir.path().join("custos.toml"), &src).unwrap();
+        assert_eq!(
+            c.targets[0].upstream_password.as_ref().unwrap().expose(),
+            b"s3cret"
+        );
+        assert!(
+            !format!("{:?}", c).contains("s3cret"),
+            "Debug must not show secrets"
+        );
+    }
+
+    #[test]
+    fn no_target_is_an_error() {
+        let err = parse("[server]\nworkers = 1\n").unwrap_err().to_string();
+        assert!(err.contains("no [[target]]"), "{err}");
+    }
+}

@@ -1,0 +1,57 @@
+//! The protocol proxies and what they share.
+//!
+//! A session runs through the same phases for every protocol: accept ▸
+//! handshake ▸ authenticate ▸ connect upstream ▸ loop (parse ▸ classify ▸
+//! forward ▸ reply). The protocol modules differ only where the protocol
+//! does; connection buffers and closing live here.
+
+pub mod buffer;
+pub mod redis;
+
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+/// How long a closing connection waits for the client to close its side,
+/// so that the last reply (often an error) is not destroyed by a reset.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Who is on the other end of a session, as far as policy and audit know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The subject (a person or an agent); `anonymous` under `auth = "none"`.
+    pub subject: String,
+    /// Groups the subject belongs to.
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// The identity of a client of a target with `auth = "none"`.
+    pub fn anonymous() -> Identity {
+        Identity {
+            subject: "anonymous".into(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// Closes a client connection so that what was written last arrives: send
+/// FIN, then read and discard until the client closes or [`LINGER`] passes.
+/// Closing with unread input would make the kernel send a reset, and a
+/// reset can destroy the reply still in flight.
+pub async fn lingering_close<R: AsyncReadRent, W: AsyncWriteRent>(mut r: R, mut w: W) {
+    let _ = w.shutdown().await;
+    let drain = async {
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            let (res, b) = r.read(buf).await;
+            buf = b;
+            buf.clear();
+            match res {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(LINGER, drain).await;
+}

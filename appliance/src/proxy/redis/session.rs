@@ -1,0 +1,951 @@
+//! One client connection to a Redis target: phases and the two loops.
+//!
+//! Cancellation: both loops wait on a read raced against the session's
+//! wake-up. When the wake-up wins, the read future is dropped; the runtime
+//! keeps the buffer alive until the kernel lets go of it, and whatever that
+//! read would have returned is discarded. That only happens when the session
+//! is ending (or draining with nothing in flight), when unread input is
+//! dropped anyway.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use custos_parsers::resp::{self, Frame, HeadStatus, Limits, Scanner};
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::commands::{self, Class, FirstWord, PubsubWord};
+use super::pending::{Entry, Expect, Pending, Subscriptions};
+use super::upstream::{self, UpstreamError};
+use crate::metrics::ErrorKind;
+use crate::proxy::buffer::ConnBuf;
+use crate::proxy::{Identity, lingering_close};
+use crate::runtime::notify::LocalNotify;
+use crate::runtime::registry::SessionControl;
+use crate::runtime::shard::{ShardCtx, TargetCtx};
+
+/// A one-word command whose reply stands in for one the appliance writes
+/// itself, so that the substitute keeps its place among pipelined replies.
+const CARRIER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+/// The reply to a client's AUTH under `auth = "none"`.
+const AUTH_OK: &[u8] = b"+OK\r\n";
+/// Sent for each outstanding command when the store goes away.
+const UPSTREAM_UNAVAILABLE: &[u8] = b"-ERR custos: upstream unavailable\r\n";
+/// Sent to a client whose session could not open the store because the store
+/// refused the appliance's credential.
+const UPSTREAM_REFUSED: &[u8] =
+    b"-ERR custos: upstream unavailable (upstream refused the appliance's credential)\r\n";
+/// How long a session whose store is down waits for the client's first
+/// command, to answer it with the error.
+const FIRST_COMMAND_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed or reset its connection.
+    ClientGone,
+    /// The store closed or failed.
+    UpstreamLost,
+    /// The store refused the appliance's re-authentication after RESET.
+    UpstreamAuth,
+    /// The client sent something that is not RESP, or too large.
+    ProtocolError,
+    /// QUIT was answered.
+    Quit,
+    /// The shard is stopping and nothing was in flight.
+    Drained,
+    /// The shard's grace period ran out.
+    Aborted,
+}
+
+/// State the two loops of a session share. Both run on one thread, in one
+/// task, so plain cells suffice.
+struct Session {
+    target: Rc<TargetCtx>,
+    control: Rc<SessionControl>,
+    peer: SocketAddr,
+    pending: RefCell<Pending>,
+    subs: Cell<Subscriptions>,
+    /// The protocol the store speaks to this client (2 or 3).
+    proto: Cell<u8>,
+    end: Cell<Option<End>>,
+    /// Error written in place of the reply to a [`Expect::Terminal`] entry.
+    terminal: RefCell<Option<Vec<u8>>>,
+    /// Wakes the client side when the FIFO has room again.
+    space: LocalNotify,
+    client_waits_for_space: Cell<bool>,
+}
+
+impl Session {
+    /// Ends the session (the first reason wins) and wakes both loops.
+    fn finish(&self, end: End) {
+        if self.end.get().is_none() {
+            self.end.set(Some(end));
+        }
+        self.control.wake_client_side.notify();
+        self.control.wake_upstream_side.notify();
+        self.space.notify();
+    }
+
+    #[inline]
+    fn ended(&self) -> bool {
+        self.end.get().is_some()
+    }
+
+    /// Checks the shard's requests: abort now, or finish when idle.
+    fn check_control(&self) {
+        if self.control.abort.get() {
+            self.finish(End::Aborted);
+        } else if self.control.draining.get() && self.pending.borrow().is_empty() {
+            self.finish(End::Drained);
+        }
+    }
+}
+
+/// Serves one client connection of a Redis target until it ends.
+pub async fn serve(
+    shard: Rc<ShardCtx>,
+    target: Rc<TargetCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let m = target.metrics();
+    m.connections_open.add(1);
+    m.connections_total.add(1);
+    let registration = shard.registry.register();
+
+    // Authentication phase. Under `auth = "none"` every client is the
+    // anonymous identity; token verification takes this place.
+    let identity = Identity::anonymous();
+    debug!(shard = shard.id, target = %target.target.name, %peer, subject = %identity.subject, "session start");
+
+    match upstream::connect(&target.target, target.upstream_auth.as_deref()).await {
+        Ok(up) => {
+            let s = Session {
+                target: target.clone(),
+                control: registration.control.clone(),
+                peer,
+                pending: RefCell::new(Pending::default()),
+                subs: Cell::new(Subscriptions::default()),
+                proto: Cell::new(2),
+                end: Cell::new(None),
+                terminal: RefCell::new(None),
+                space: LocalNotify::default(),
+                client_waits_for_space: Cell::new(false),
+            };
+            proxy(&s, client, up).await;
+            debug!(shard = shard.id, target = %target.target.name, %peer, end = ?s.end.get(), "session end");
+        }
+        Err(e) => {
+            let reply = match &e {
+                UpstreamError::Credential { .. } => {
+                    m.error(ErrorKind::UpstreamAuth);
+                    UPSTREAM_REFUSED
+                }
+                UpstreamError::Connect { .. } | UpstreamError::Malformed { .. } => {
+                    m.error(ErrorKind::UpstreamUnavailable);
+                    UPSTREAM_UNAVAILABLE
+                }
+            };
+            warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
+            answer_first_command(client, reply).await;
+        }
+    }
+    drop(registration);
+    m.connections_open.sub(1);
+}
+
+/// The store is unreachable: wait for the client's first command, answer it
+/// with `reply`, close. Answering before the client speaks could have the
+/// error destroyed by the reset that its later write would trigger.
+async fn answer_first_command(client: TcpStream, reply: &'static [u8]) {
+    let (mut r, mut w) = client.into_split();
+    let mut scanner = Scanner::request(Limits::request());
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let wait = async {
+        loop {
+            let (res, b) = r.read(buf).await;
+            buf = b;
+            match res {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            match scanner.scan(&buf) {
+                Ok(s) if s.complete => return true,
+                Ok(s) => {
+                    buf.drain(..s.consumed);
+                    if buf.len() == buf.capacity() {
+                        return true;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+    };
+    if let Ok(true) = monoio::time::timeout(FIRST_COMMAND_WAIT, wait).await {
+        let _ = w.write_all(reply).await;
+        lingering_close(r, w).await;
+    }
+}
+
+async fn proxy(s: &Session, client: TcpStream, up: TcpStream) {
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = up.into_split();
+    let (cr, cw) = monoio::join!(client_side(s, cr, uw), upstream_side(s, ur, cw));
+    match s.end.get() {
+        Some(End::ClientGone) | Some(End::Aborted) | None => {}
+        Some(_) => lingering_close(cr, cw).await,
+    }
+}
+
+type ClientRead = OwnedReadHalf<TcpStream>;
+type ClientWrite = OwnedWriteHalf<TcpStream>;
+type UpstreamRead = OwnedReadHalf<TcpStream>;
+type UpstreamWrite = OwnedWriteHalf<TcpStream>;
+
+/// Writes `buf[from..to]` to `w`, giving the buffer back.
+async fn send(
+    w: &mut OwnedWriteHalf<TcpStream>,
+    buf: Vec<u8>,
+    from: usize,
+    to: usize,
+) -> (bool, Vec<u8>) {
+    if from == to {
+        return (true, buf);
+    }
+    let (res, slice) = w.write_all(buf.slice(from..to)).await;
+    (res.is_ok(), slice.into_inner())
+}
+
+/// Reads client commands and forwards them to the store.
+async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> ClientRead {
+    let target = &s.target;
+    let m = target.metrics();
+    let limits = Limits::request();
+    let pending_max = target.target.pending_replies_max;
+    let mut scanner = Scanner::request(limits);
+    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    // Rewritten commands (inline commands, HELLO without AUTH); rare.
+    let mut scratch: Vec<u8> = Vec::new();
+
+    'read: loop {
+        s.check_control();
+        if s.ended() {
+            break;
+        }
+        if s.control.draining.get() {
+            // In flight work finishes on the upstream side; read nothing new.
+            wait_for_end(s).await;
+            break;
+        }
+        if !buf.make_room() {
+            protocol_error(
+                s,
+                &mut uw,
+                "command head larger than buffer_bytes_max",
+                scanner.in_frame(),
+            )
+            .await;
+            break;
+        }
+        let read = cr.read(buf.spare());
+        let (res, slice) = monoio::select! {
+            r = read => r,
+            _ = s.control.wake_client_side.notified() => {
+                buf.reset();
+                continue 'read;
+            }
+        };
+        let n: usize = res.unwrap_or_default();
+        buf.restore(slice, n);
+        if n == 0 {
+            s.finish(End::ClientGone);
+            break;
+        }
+        m.client_bytes_received.add(n as u64);
+
+        let now = Instant::now();
+        let mut pos = 0usize;
+        let mut fwd = 0usize;
+        let mut commands = 0u64;
+        let mut stop_reading = false;
+        loop {
+            let data = &buf.bytes()[pos..];
+            if data.is_empty() {
+                break;
+            }
+            if scanner.in_frame() {
+                match scanner.scan(data) {
+                    Ok(sc) => {
+                        pos += sc.consumed;
+                        if !sc.complete {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                        buf.put(b);
+                        let _ = ok;
+                        protocol_error(s, &mut uw, &e.to_string(), true).await;
+                        break 'read;
+                    }
+                }
+            }
+            if s.pending.borrow().len() >= pending_max {
+                let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                buf.put(b);
+                fwd = pos;
+                if !ok {
+                    s.finish(End::UpstreamLost);
+                    break 'read;
+                }
+                if !wait_for_space(s, pending_max).await {
+                    break 'read;
+                }
+                continue;
+            }
+            let head = match resp::command_head(data, &limits) {
+                Ok(h) => h,
+                Err(e) => {
+                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                    buf.put(b);
+                    if !ok {
+                        s.finish(End::UpstreamLost);
+                        break 'read;
+                    }
+                    protocol_error(s, &mut uw, &e.to_string(), false).await;
+                    break 'read;
+                }
+            };
+            match head {
+                HeadStatus::Incomplete => break,
+                HeadStatus::Empty { len } => {
+                    // The store ignores these too; forwarding keeps the stream intact.
+                    pos += len;
+                }
+                HeadStatus::Inline { line, len } => {
+                    // Inline commands are re-encoded as RESP arrays so that the
+                    // store and everything downstream see one form.
+                    let args = match resp::split_inline(line.slice(data)) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                            buf.put(b);
+                            if !ok {
+                                s.finish(End::UpstreamLost);
+                                break 'read;
+                            }
+                            protocol_error(s, &mut uw, &e.to_string(), false).await;
+                            break 'read;
+                        }
+                    };
+                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                    buf.put(b);
+                    pos += len;
+                    fwd = pos;
+                    if !ok {
+                        s.finish(End::UpstreamLost);
+                        break 'read;
+                    }
+                    if args.is_empty() {
+                        continue;
+                    }
+                    scratch.clear();
+                    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                    resp::encode::command(&mut scratch, &refs);
+                    let outcome = forward_whole(s, &mut uw, &scratch, now).await;
+                    commands += 1;
+                    match outcome {
+                        Forwarded::Ok => {}
+                        Forwarded::Quit => {
+                            stop_reading = true;
+                            break;
+                        }
+                        Forwarded::UpstreamLost => {
+                            s.finish(End::UpstreamLost);
+                            break 'read;
+                        }
+                    }
+                }
+                HeadStatus::Multibulk(h) => {
+                    let class = commands::classify(data, &h);
+                    let args = h.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
+                    let entry = match class {
+                        Class::Plain => Some(Entry::one(Expect::Plain, now)),
+                        Class::Quit => Some(Entry::one(Expect::Quit, now)),
+                        Class::Subscribe(_) => Some(Entry {
+                            expect: Expect::Subscription,
+                            left: args.max(1),
+                            started: now,
+                        }),
+                        Class::Unsubscribe(_) if args > 0 => Some(Entry {
+                            expect: Expect::Subscription,
+                            left: args,
+                            started: now,
+                        }),
+                        Class::Unsubscribe(k) => Some(Entry {
+                            expect: Expect::UnsubscribeAll(k),
+                            left: 0,
+                            started: now,
+                        }),
+                        Class::Auth | Class::Hello | Class::Reset | Class::Refused(_) => None,
+                    };
+                    if let Some(entry) = entry {
+                        // The common path: forward in place.
+                        match scanner.scan(data) {
+                            Ok(sc) => {
+                                s.pending.borrow_mut().push(entry);
+                                commands += 1;
+                                pos += sc.consumed;
+                                if class == Class::Quit {
+                                    // The store ignores what follows QUIT; so do we.
+                                    stop_reading = true;
+                                    break;
+                                }
+                                if !sc.complete {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                                buf.put(b);
+                                if !ok {
+                                    s.finish(End::UpstreamLost);
+                                    break 'read;
+                                }
+                                protocol_error(s, &mut uw, &e.to_string(), false).await;
+                                break 'read;
+                            }
+                        }
+                        continue;
+                    }
+                    // Commands the appliance rewrites or answers: small, handled whole.
+                    let len = match resp::check(data, &limits) {
+                        Ok(Some(len)) => len,
+                        Ok(None) => {
+                            if buf.is_full_at_bound() && pos == 0 {
+                                protocol_error(
+                                    s,
+                                    &mut uw,
+                                    "command larger than buffer_bytes_max",
+                                    false,
+                                )
+                                .await;
+                                break 'read;
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                            buf.put(b);
+                            if !ok {
+                                s.finish(End::UpstreamLost);
+                                break 'read;
+                            }
+                            protocol_error(s, &mut uw, &e.to_string(), false).await;
+                            break 'read;
+                        }
+                    };
+                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+                    buf.put(b);
+                    if !ok {
+                        s.finish(End::UpstreamLost);
+                        break 'read;
+                    }
+                    scratch.clear();
+                    scratch.extend_from_slice(&buf.bytes()[pos..pos + len]);
+                    pos += len;
+                    fwd = pos;
+                    commands += 1;
+                    if let Forwarded::UpstreamLost = forward_whole(s, &mut uw, &scratch, now).await
+                    {
+                        s.finish(End::UpstreamLost);
+                        break 'read;
+                    }
+                }
+            }
+        }
+        let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
+        buf.put(b);
+        m.commands.add(commands);
+        if !ok {
+            s.finish(End::UpstreamLost);
+            break;
+        }
+        buf.consume(pos);
+        if stop_reading {
+            wait_for_end(s).await;
+            break;
+        }
+    }
+    cr
+}
+
+/// What became of a command handled whole.
+enum Forwarded {
+    Ok,
+    Quit,
+    UpstreamLost,
+}
+
+/// Forwards (or answers) one complete command held in `frame`: the slow path
+/// for commands the appliance rewrites, refuses or answers itself.
+async fn forward_whole(
+    s: &Session,
+    uw: &mut UpstreamWrite,
+    frame: &[u8],
+    now: Instant,
+) -> Forwarded {
+    let limits = Limits::request();
+    let head = match resp::command_head(frame, &limits) {
+        Ok(HeadStatus::Multibulk(h)) => h,
+        _ => return Forwarded::Ok,
+    };
+    let class = commands::classify(frame, &head);
+    let args = head.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
+    let write = |bytes: Vec<u8>, entries: &[Entry]| {
+        for e in entries {
+            s.pending.borrow_mut().push(*e);
+        }
+        bytes
+    };
+    let (bytes, result) = match class {
+        Class::Plain => (
+            write(frame.to_vec(), &[Entry::one(Expect::Plain, now)]),
+            Forwarded::Ok,
+        ),
+        Class::Quit => (
+            write(frame.to_vec(), &[Entry::one(Expect::Quit, now)]),
+            Forwarded::Quit,
+        ),
+        Class::Subscribe(_) => (
+            write(
+                frame.to_vec(),
+                &[Entry {
+                    expect: Expect::Subscription,
+                    left: args.max(1),
+                    started: now,
+                }],
+            ),
+            Forwarded::Ok,
+        ),
+        Class::Unsubscribe(k) => {
+            let e = if args > 0 {
+                Entry {
+                    expect: Expect::Subscription,
+                    left: args,
+                    started: now,
+                }
+            } else {
+                Entry {
+                    expect: Expect::UnsubscribeAll(k),
+                    left: 0,
+                    started: now,
+                }
+            };
+            (write(frame.to_vec(), &[e]), Forwarded::Ok)
+        }
+        Class::Auth => {
+            // Under `auth = "none"` the client's credential is accepted and
+            // never forwarded: the store's session stays the appliance's.
+            (
+                write(
+                    CARRIER.to_vec(),
+                    &[Entry::one(Expect::Replace(AUTH_OK), now)],
+                ),
+                Forwarded::Ok,
+            )
+        }
+        Class::Refused(msg) => {
+            s.target.metrics().error(ErrorKind::Unsupported);
+            (
+                write(CARRIER.to_vec(), &[Entry::one(Expect::Replace(msg), now)]),
+                Forwarded::Ok,
+            )
+        }
+        Class::Reset => {
+            let mut out = frame.to_vec();
+            let mut entries = vec![Entry::one(Expect::Reset, now)];
+            if let Some(auth) = &s.target.upstream_auth {
+                // RESET logs the connection out; the appliance logs back in
+                // right behind it, before any later command runs.
+                out.extend_from_slice(auth);
+                entries.push(Entry::one(Expect::InternalAuth, now));
+            }
+            (write(out, &entries), Forwarded::Ok)
+        }
+        Class::Hello => {
+            let (out, proto) = rewrite_hello(frame);
+            (
+                write(out, &[Entry::one(Expect::Hello(proto), now)]),
+                Forwarded::Ok,
+            )
+        }
+    };
+    let (res, _) = uw.write_all(bytes).await;
+    if res.is_err() {
+        Forwarded::UpstreamLost
+    } else {
+        result
+    }
+}
+
+/// HELLO without its `AUTH user pass` part (the client's credential never
+/// reaches the store), and the protocol version it asks for.
+fn rewrite_hello(frame: &[u8]) -> (Vec<u8>, Option<u8>) {
+    let Ok(Some((Frame::Array(items), _))) = resp::parse(frame, &Limits::request()) else {
+        return (frame.to_vec(), None);
+    };
+    let args: Vec<&[u8]> = items.iter().filter_map(|f| f.bytes(frame)).collect();
+    let proto = args
+        .get(1)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u8>().ok());
+    let mut kept: Vec<&[u8]> = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        if i >= 2 && args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+            i += 3;
+            continue;
+        }
+        kept.push(args[i]);
+        i += 1;
+    }
+    let mut out = Vec::with_capacity(frame.len());
+    resp::encode::command(&mut out, &kept);
+    (out, proto)
+}
+
+/// Reports a malformed or oversized command: the commands before it are
+/// answered, then this error, then the connection closes. When the bad
+/// bytes came in the middle of a command already partly forwarded, the store
+/// is mid-frame and cannot be asked for an ordering carrier; the error is
+/// written as soon as the upstream side is between replies.
+async fn protocol_error(s: &Session, uw: &mut UpstreamWrite, why: &str, mid_frame: bool) {
+    s.target.metrics().error(ErrorKind::ClientProtocol);
+    debug!(target = %s.target.target.name, peer = %s.peer, error = why, "client protocol error");
+    let mut reply = Vec::with_capacity(64 + why.len());
+    reply.extend_from_slice(b"-ERR custos: protocol error: ");
+    reply.extend(
+        why.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    reply.extend_from_slice(b"\r\n");
+    *s.terminal.borrow_mut() = Some(reply);
+    if mid_frame {
+        s.finish(End::ProtocolError);
+        return;
+    }
+    s.pending
+        .borrow_mut()
+        .push(Entry::one(Expect::Terminal, Instant::now()));
+    let (res, _) = uw.write_all(CARRIER).await;
+    if res.is_err() {
+        s.finish(End::ProtocolError);
+        return;
+    }
+    wait_for_end(s).await;
+}
+
+/// Waits for room in the FIFO; `false` when the session ended instead.
+async fn wait_for_space(s: &Session, pending_max: usize) -> bool {
+    loop {
+        if s.ended() {
+            return false;
+        }
+        if s.pending.borrow().len() < pending_max {
+            return true;
+        }
+        s.client_waits_for_space.set(true);
+        monoio::select! {
+            _ = s.space.notified() => {}
+            _ = s.control.wake_client_side.notified() => {}
+        }
+        s.check_control();
+    }
+}
+
+async fn wait_for_end(s: &Session) {
+    while !s.ended() {
+        s.control.wake_client_side.notified().await;
+        s.check_control();
+    }
+}
+
+/// What the upstream side does with the frame it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameClass {
+    /// A pub/sub delivery or RESP3 push: forward, no command owns it.
+    OutOfBand,
+    /// The reply to the oldest pending command.
+    Reply {
+        /// Starts with `-` or `!`.
+        error: bool,
+        /// Swallowed (the appliance writes its own reply instead).
+        skip: bool,
+    },
+}
+
+/// Reads replies from the store and forwards them to the client.
+async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -> ClientWrite {
+    let target = &s.target;
+    let m = target.metrics();
+    let limits = Limits::reply();
+    let mut scanner = Scanner::new(limits);
+    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    let mut current = FrameClass::OutOfBand;
+
+    'read: loop {
+        s.check_control();
+        if s.ended() {
+            break;
+        }
+        if !buf.make_room() {
+            warn!(target = %target.target.name, "reply header larger than buffer_bytes_max; closing session");
+            s.finish(End::UpstreamLost);
+            break;
+        }
+        let read = ur.read(buf.spare());
+        let (res, slice) = monoio::select! {
+            r = read => r,
+            _ = s.control.wake_upstream_side.notified() => {
+                buf.reset();
+                continue 'read;
+            }
+        };
+        let n = res.unwrap_or(0);
+        buf.restore(slice, n);
+        if n == 0 {
+            if !s.ended() {
+                m.error(ErrorKind::UpstreamUnavailable);
+                warn!(target = %target.target.name, peer = %s.peer, "upstream closed the connection mid-session");
+            }
+            s.finish(End::UpstreamLost);
+            break;
+        }
+
+        let now = Instant::now();
+        let mut pos = 0usize;
+        let mut fwd = 0usize;
+        let mut after: Option<End> = None;
+        let mut wrote_ok = true;
+        loop {
+            let data = &buf.bytes()[pos..];
+            if data.is_empty() {
+                break;
+            }
+            if !scanner.in_frame() {
+                // A frame starts here: decide whose it is before any of it moves.
+                let class = match classify_reply(s, data) {
+                    Some(c) => c,
+                    None => break, // need more bytes to tell
+                };
+                if let FrameClass::Reply { skip: true, .. } = class {
+                    let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
+                    buf.put(b);
+                    wrote_ok &= ok;
+                    fwd = pos;
+                }
+                current = class;
+                // Subscription confirmations carry the count the session tracks.
+                if let FrameClass::Reply { error: false, .. } = class
+                    && matches!(
+                        s.pending.borrow().front().map(|e| e.expect),
+                        Some(Expect::Subscription) | Some(Expect::UnsubscribeAll(_))
+                    )
+                {
+                    match resp::check(&buf.bytes()[pos..], &limits) {
+                        Ok(Some(len)) => {
+                            // An UNSUBSCRIBE-all learns its reply count from the
+                            // counts as they were before its first confirmation.
+                            let subs = s.subs.get();
+                            s.pending.borrow_mut().resolve_front(&subs);
+                            track_subscription(s, &buf.bytes()[pos..pos + len]);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
+                }
+            }
+            let data = &buf.bytes()[pos..];
+            let sc = match scanner.scan(data) {
+                Ok(sc) => sc,
+                Err(e) => {
+                    warn!(target = %target.target.name, error = %e, "malformed reply from upstream; closing session");
+                    m.error(ErrorKind::UpstreamUnavailable);
+                    let (_, b) = send(&mut cw, buf.take(), fwd, pos).await;
+                    buf.put(b);
+                    s.finish(End::UpstreamLost);
+                    break 'read;
+                }
+            };
+            pos += sc.consumed;
+            if let FrameClass::Reply { skip: true, .. } = current {
+                fwd = pos;
+            }
+            if !sc.complete {
+                break;
+            }
+            if let FrameClass::Reply { error, skip } = current {
+                let done = {
+                    let subs = s.subs.get();
+                    s.pending.borrow_mut().reply(&subs, error)
+                };
+                let Some(entry) = done else { continue };
+                if s.client_waits_for_space.get() {
+                    s.client_waits_for_space.set(false);
+                    s.space.notify();
+                }
+                let us = now.saturating_duration_since(entry.started).as_micros() as u64;
+                target.latency.record_us(us);
+                match entry.expect {
+                    Expect::Plain | Expect::Subscription | Expect::UnsubscribeAll(_) => {}
+                    Expect::Hello(proto) => {
+                        if !error && let Some(p @ 2..=3) = proto {
+                            s.proto.set(p);
+                        }
+                    }
+                    Expect::Reset => {
+                        s.proto.set(2);
+                        s.subs.set(Subscriptions::default());
+                    }
+                    Expect::Quit => after = Some(End::Quit),
+                    Expect::Replace(reply) if skip => {
+                        let (ok, _) = send_static(&mut cw, reply).await;
+                        wrote_ok &= ok;
+                    }
+                    Expect::InternalAuth if error => {
+                        m.error(ErrorKind::UpstreamAuth);
+                        warn!(target = %target.target.name, "upstream refused the appliance's credential after RESET");
+                        after = Some(End::UpstreamAuth);
+                        break;
+                    }
+                    Expect::Terminal if skip => {
+                        let reply = s.terminal.borrow_mut().take();
+                        if let Some(reply) = reply {
+                            let (res, _) = cw.write_all(reply).await;
+                            wrote_ok &= res.is_ok();
+                        }
+                        after = Some(End::ProtocolError);
+                        break;
+                    }
+                    Expect::Replace(_) | Expect::InternalAuth | Expect::Terminal => {}
+                }
+                if after.is_some() {
+                    break;
+                }
+            }
+        }
+        let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
+        buf.put(b);
+        wrote_ok &= ok;
+        if fwd < pos {
+            m.client_bytes_sent.add((pos - fwd) as u64);
+        }
+        buf.consume(pos);
+        if !wrote_ok {
+            s.finish(End::ClientGone);
+            break;
+        }
+        if let Some(end) = after {
+            if end == End::UpstreamAuth {
+                let _ = send_static(&mut cw, UPSTREAM_REFUSED).await;
+            }
+            s.finish(end);
+            break;
+        }
+    }
+
+    // Tell the client why, when there is something to tell and the reply
+    // stream is between frames (an error inside a frame would corrupt it).
+    if !scanner.in_frame() {
+        match s.end.get() {
+            Some(End::UpstreamLost) => {
+                let owed = s.pending.borrow().len().max(1);
+                let mut out = Vec::with_capacity(owed * UPSTREAM_UNAVAILABLE.len());
+                for _ in 0..owed {
+                    out.extend_from_slice(UPSTREAM_UNAVAILABLE);
+                }
+                let _ = cw.write_all(out).await;
+            }
+            Some(End::ProtocolError) => {
+                let reply = s.terminal.borrow_mut().take();
+                if let Some(reply) = reply {
+                    let _ = cw.write_all(reply).await;
+                }
+            }
+            _ => {}
+        }
+    }
+    cw
+}
+
+async fn send_static(w: &mut ClientWrite, bytes: &'static [u8]) -> (bool, ()) {
+    let (res, _) = w.write_all(bytes).await;
+    (res.is_ok(), ())
+}
+
+/// Decides whose frame starts at `data[0]`; `None` when more bytes are
+/// needed to tell.
+fn classify_reply(s: &Session, data: &[u8]) -> Option<FrameClass> {
+    let b0 = data[0];
+    let push = b0 == b'>';
+    let front = s.pending.borrow().front().map(|e| e.expect);
+    if push || (b0 == b'*' && s.proto.get() == 2 && s.subs.get().any()) {
+        let word = match commands::first_word(data) {
+            FirstWord::Incomplete => return None,
+            FirstWord::Word(w) => commands::pubsub_word(w),
+            FirstWord::None => PubsubWord::Other,
+        };
+        let confirms = matches!(
+            front,
+            Some(Expect::Subscription) | Some(Expect::UnsubscribeAll(_))
+        );
+        let reply = match word {
+            PubsubWord::Message => false,
+            PubsubWord::Subscribed(_) | PubsubWord::Unsubscribed(_) => confirms || !push,
+            // RESP2 in subscribed mode answers PING with an array; RESP3
+            // pushes that are not confirmations are never replies.
+            PubsubWord::Other => !push,
+        };
+        if !reply {
+            return Some(FrameClass::OutOfBand);
+        }
+    }
+    let skip = matches!(
+        front,
+        Some(Expect::Replace(_)) | Some(Expect::InternalAuth) | Some(Expect::Terminal)
+    );
+    Some(FrameClass::Reply {
+        error: b0 == b'-' || b0 == b'!',
+        skip,
+    })
+}
+
+/// Updates the subscription counts from a confirmation frame.
+fn track_subscription(s: &Session, frame: &[u8]) {
+    let Ok(Some((f, _))) = resp::parse(frame, &Limits::reply()) else {
+        return;
+    };
+    let items = match f {
+        Frame::Array(items) | Frame::Push(items) => items,
+        _ => return,
+    };
+    let (Some(kind), Some(Frame::Integer(count))) =
+        (items.first().and_then(|k| k.bytes(frame)), items.get(2))
+    else {
+        return;
+    };
+    let mut subs = s.subs.get();
+    match commands::pubsub_word(kind) {
+        PubsubWord::Subscribed(k) => subs.confirm(k, true, (*count).max(0) as u64),
+        PubsubWord::Unsubscribed(k) => subs.confirm(k, false, (*count).max(0) as u64),
+        _ => return,
+    }
+    s.subs.set(subs);
+}

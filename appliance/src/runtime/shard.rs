@@ -1,0 +1,242 @@
+//! One data-plane shard: a monoio runtime on one pinned thread.
+//!
+//! A shard binds its own `SO_REUSEPORT` listener for every target, so the
+//! kernel spreads new connections over shards, and every connection lives
+//! and dies here: its upstream connection, buffers and counters are local,
+//! and nothing on the per-command path takes a lock or an atomic
+//! read-modify-write.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::io::Canceller;
+use monoio::net::{ListenerOpts, TcpListener};
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::registry::Registry;
+use crate::config::{Protocol, Target};
+use crate::metrics::{ErrorKind, LocalLatency, TargetMetrics};
+
+/// io_uring submission queue entries per shard.
+const URING_ENTRIES: u32 = 4096;
+/// Listen backlog per shard and target.
+const LISTEN_BACKLOG: i32 = 4096;
+/// How often a shard looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(25);
+/// How often shard-local latency is published to the control plane.
+const LATENCY_FLUSH: Duration = Duration::from_secs(1);
+/// After the grace period, how long aborted sessions get to unwind.
+const ABORT_UNWIND: Duration = Duration::from_millis(500);
+
+/// What a shard knows about one target.
+pub struct TargetCtx {
+    /// The target's configuration.
+    pub target: Target,
+    /// Index of the target in the configuration (and in metrics).
+    pub index: usize,
+    /// The pre-encoded AUTH the appliance sends to the store.
+    pub upstream_auth: Option<Box<[u8]>>,
+    /// Shard-local latency histogram.
+    pub latency: LocalLatency,
+    shared: Arc<Shared>,
+    shard: usize,
+}
+
+impl TargetCtx {
+    /// This shard's counters for this target.
+    #[inline]
+    pub fn metrics(&self) -> &TargetMetrics {
+        self.shared.metrics.get(self.shard, self.index)
+    }
+}
+
+/// A shard's own state, shared by its tasks through `Rc`.
+pub struct ShardCtx {
+    /// Shard number.
+    pub id: usize,
+    /// Sessions being served.
+    pub registry: Rc<Registry>,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+}
+
+/// Runs shard `id` on the current thread until the process stops. `started`
+/// is called once the listeners are bound (or could not be).
+pub fn run(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    started: impl FnOnce(Result<(), String>),
+) {
+    if let Some(core) = core
+        && !core_affinity::set_for_current(core)
+    {
+        warn!(
+            shard = id,
+            core = core.id,
+            "could not pin shard to its core"
+        );
+    }
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(URING_ENTRIES)
+        .enable_timer()
+        .build();
+    let mut rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            started(Err(format!("cannot build the I/O runtime: {e}")));
+            return;
+        }
+    };
+    rt.block_on(shard_main(id, shared, started));
+}
+
+async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<(), String>)) {
+    let config = shared.config.clone();
+    let mut listeners = Vec::with_capacity(config.targets.len());
+    for target in &config.targets {
+        let opts = ListenerOpts::new()
+            .reuse_port(true)
+            .reuse_addr(true)
+            .backlog(LISTEN_BACKLOG);
+        match TcpListener::bind_with_config(target.listen, &opts) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                started(Err(format!(
+                    "target {:?}: cannot listen on {}: {e}",
+                    target.name, target.listen
+                )));
+                return;
+            }
+        }
+    }
+    started(Ok(()));
+
+    let ctx = Rc::new(ShardCtx {
+        id,
+        registry: Rc::new(Registry::default()),
+        shared: shared.clone(),
+    });
+    let targets: Vec<Rc<TargetCtx>> = config
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            Rc::new(TargetCtx {
+                upstream_auth: crate::proxy::redis::upstream::auth_command(t),
+                target: t.clone(),
+                index,
+                latency: LocalLatency::default(),
+                shared: shared.clone(),
+                shard: id,
+            })
+        })
+        .collect();
+
+    let canceller = Canceller::new();
+    let mut accepts = Vec::with_capacity(listeners.len());
+    for (listener, target) in listeners.into_iter().zip(targets.iter().cloned()) {
+        accepts.push(monoio::spawn(accept_loop(
+            ctx.clone(),
+            target,
+            listener,
+            canceller.handle(),
+        )));
+    }
+    shared.ready_shards.fetch_add(1, Ordering::AcqRel);
+    debug!(shard = id, "accepting");
+
+    let mut last_flush = Instant::now();
+    while !shared.stopping.load(Ordering::Acquire) {
+        monoio::time::sleep(STOP_POLL).await;
+        if last_flush.elapsed() >= LATENCY_FLUSH {
+            for t in &targets {
+                t.latency.flush(t.metrics());
+            }
+            last_flush = Instant::now();
+        }
+    }
+
+    // Stop accepting: the pending accepts are cancelled and the listeners
+    // closed, so the kernel refuses new connections to this shard.
+    canceller.cancel();
+    for a in accepts {
+        a.await;
+    }
+    let live = ctx.registry.live();
+    ctx.registry.drain_all();
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let deadline = Instant::now() + grace;
+    while ctx.registry.live() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+        ctx.registry.drain_all();
+    }
+    let left = ctx.registry.live();
+    if left > 0 {
+        warn!(
+            shard = id,
+            sessions = left,
+            "grace period over; closing sessions with work in flight"
+        );
+        ctx.registry.abort_all();
+        let deadline = Instant::now() + ABORT_UNWIND;
+        while ctx.registry.live() > 0 && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for t in &targets {
+        t.latency.flush(t.metrics());
+    }
+    info!(
+        shard = id,
+        drained = live - left.min(live),
+        aborted = left,
+        "shard stopped"
+    );
+}
+
+async fn accept_loop(
+    ctx: Rc<ShardCtx>,
+    target: Rc<TargetCtx>,
+    listener: TcpListener,
+    cancel: monoio::io::CancelHandle,
+) {
+    let connections_max = ctx.shared.config.server.connections_max;
+    loop {
+        let (stream, peer) = match listener.cancelable_accept(cancel.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                if ctx.shared.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                // EMFILE/ENFILE and friends: back off instead of spinning,
+                // the kernel keeps the connection queued meanwhile.
+                warn!(shard = ctx.id, target = %target.target.name, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let m = target.metrics();
+        if ctx.registry.live() >= connections_max {
+            m.error(ErrorKind::ConnectionsRefused);
+            debug!(shard = ctx.id, %peer, "connections_max reached; refusing");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        match target.target.protocol {
+            Protocol::Redis => {
+                monoio::spawn(crate::proxy::redis::serve(
+                    ctx.clone(),
+                    target.clone(),
+                    stream,
+                    peer,
+                ));
+            }
+            Protocol::Postgres => drop(stream),
+        }
+    }
+}

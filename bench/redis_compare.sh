@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Side-by-side Redis throughput, CPU and memory: Redis directly, custos,
+# twemproxy (nutcracker) and HAProxy in TCP mode, all in front of the same
+# store, interleaved over several rounds.
+#
+#   bench/redis_compare.sh                  # defaults: about 5 minutes on 2 cores
+#   ROUNDS=3 BENCH_REQUESTS_P1=20000 bench/redis_compare.sh
+#
+# Each round runs every endpoint once, in a rotated order (so no endpoint
+# always runs first, on a cold cache, or last, on a hot machine), with
+#   redis-benchmark -t get,set -c 50 -d 64 -r 100000 -n N -P 1   and   -P 16.
+# The report gives medians over rounds, ratios against twemproxy, p50/p99
+# latency, CPU time per command at -P 1 (utime+stime of the serving process
+# from /proc/PID/stat, divided by commands) and resident memory per idle
+# connection (10,000 connections each sending one PING, then held).
+# Raw numbers go to bench/results/redis_compare.csv.
+#
+# The store and the credentials (fairness): one redis-server serves every
+# endpoint. It has two identities: the ACL user `custos` (the appliance's
+# upstream identity, read from a password file) and the `default` user with a
+# `requirepass`, because twemproxy's `redis_auth` can only send the
+# requirepass form `AUTH <password>`. Every client sends `AUTH <password>`
+# (redis-benchmark -a): Redis and HAProxy pass it to the store, twemproxy
+# checks it itself, custos answers it itself (auth = "none", development
+# mode). So each endpoint authenticates once per connection and then only
+# proxies.
+#
+# Environment (defaults in brackets):
+#   ROUNDS [5]                  rounds; each runs every endpoint once
+#   BENCH_REQUESTS_P1 [50000]   requests per test at -P 1
+#   BENCH_REQUESTS_PIPELINED [200000]  requests per test at -P > 1
+#   BENCH_PIPELINES ["1 16"]    pipeline depths
+#   BENCH_CLIENTS [50]  BENCH_DATA_BYTES [64]  BENCH_KEYSPACE [100000]
+#   BENCH_IDLE_CONNS [10000]    idle connections for the memory measurement (0 skips it)
+#   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]
+#   CUSTOS_WORKERS [auto]       custos shards
+#   CUSTOS_BIN                  use this custos binary instead of a release build
+#   BENCH_OUT [bench/results/redis_compare.csv]
+#
+# Nothing is installed from here; missing tools are named and the run stops.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+
+ROUNDS=${ROUNDS:-5}
+REQUESTS_P1=${BENCH_REQUESTS_P1:-50000}
+REQUESTS_PIPELINED=${BENCH_REQUESTS_PIPELINED:-200000}
+PIPELINES=${BENCH_PIPELINES:-"1 16"}
+CLIENTS=${BENCH_CLIENTS:-50}
+DATA_BYTES=${BENCH_DATA_BYTES:-64}
+KEYSPACE=${BENCH_KEYSPACE:-100000}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+read -r -a ENDPOINTS <<< "${BENCH_ENDPOINTS:-redis custos twemproxy haproxy}"
+CUSTOS_WORKERS=${CUSTOS_WORKERS:-auto}
+OUT=${BENCH_OUT:-$here/results/redis_compare.csv}
+
+# ---- tools ----
+need=(redis-server redis-cli redis-benchmark python3)
+for ep in "${ENDPOINTS[@]}"; do
+  case "$ep" in
+    redis) ;;
+    custos) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    twemproxy) need+=(nutcracker) ;;
+    haproxy) need+=(haproxy) ;;
+    *) echo "unknown endpoint '$ep' (redis, custos, twemproxy, haproxy)" >&2; exit 2 ;;
+  esac
+done
+missing=()
+for tool in "${need[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing tools: ${missing[*]}" >&2
+  echo "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;" \
+       "or leave endpoints out with BENCH_ENDPOINTS)" >&2
+  exit 1
+fi
+
+# 10,000 idle client connections plus as many upstream connections need more
+# descriptors than the usual default; raising the hard limit needs root.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fds=$(ulimit -n)
+if [ "$IDLE_CONNS" -gt 0 ] && [ $((IDLE_CONNS * 2 + 1000)) -gt "$fds" ]; then
+  IDLE_CONNS=$(( (fds - 1000) / 2 ))
+  echo "note: open-file limit is $fds; measuring with $IDLE_CONNS idle connections" >&2
+fi
+
+# ---- housekeeping ----
+work=$(mktemp -d -t custos-bench.XXXXXX)
+declare -A PID PORT
+started=()
+cleanup() {
+  for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_ping PORT [PASSWORD]: until redis-cli gets PONG through PORT.
+wait_ping() {
+  local auth=()
+  [ -n "${2:-}" ] && auth=(-a "$2" --no-auth-warning)
+  for _ in $(seq 600); do
+    if [ "$(redis-cli -h 127.0.0.1 -p "$1" "${auth[@]}" PING 2>/dev/null)" = PONG ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "nothing answers PING on port $1" >&2
+  return 1
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---- the store ----
+pass_default=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+pass_custos=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+upstream_port=$(free_port)
+mkdir -p "$work/redis"
+redis-server --port "$upstream_port" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$work/redis" --logfile "$work/redis/redis.log" --maxclients 20000 \
+  --requirepass "$pass_default" \
+  --user custos on ">$pass_custos" '~*' '&*' '+@all' &
+PID[redis]=$!; PORT[redis]=$upstream_port; started+=("${PID[redis]}")
+wait_ping "$upstream_port" "$pass_default"
+
+# ---- the endpoints ----
+for ep in "${ENDPOINTS[@]}"; do
+  case "$ep" in
+    custos)
+      if [ -n "${CUSTOS_BIN:-}" ]; then
+        bin=$CUSTOS_BIN
+      else
+        echo "building custos (release)..." >&2
+        (cd "$root" && cargo build --quiet --release -p custos --bin custos)
+        bin="${CARGO_TARGET_DIR:-$root/target}/release/custos"
+        case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+      fi
+      printf '%s' "$pass_custos" > "$work/custos-secret"
+      port=$(free_port); admin=$(free_port)
+      workers=$CUSTOS_WORKERS
+      [[ "$workers" =~ ^[0-9]+$ ]] || workers="\"$workers\""
+      cat > "$work/custos.toml" <<TOML
+[server]
+workers = $workers
+admin_listen = "127.0.0.1:$admin"
+log_format = "text"
+
+[[target]]
+name = "cache"
+protocol = "redis"
+listen = "127.0.0.1:$port"
+upstream = "127.0.0.1:$upstream_port"
+upstream_user = "custos"
+upstream_password_file = "$work/custos-secret"
+auth = "none"
+TOML
+      "$bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
+      PID[custos]=$!; PORT[custos]=$port; started+=("${PID[custos]}")
+      ;;
+    twemproxy)
+      port=$(free_port); stats=$(free_port)
+      cat > "$work/nutcracker.yml" <<YML
+bench:
+  listen: 127.0.0.1:$port
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  redis_auth: $pass_default
+  server_connections: 1
+  auto_eject_hosts: false
+  timeout: 10000
+  servers:
+   - 127.0.0.1:$upstream_port:1
+YML
+      nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" \
+        -s "$stats" -a 127.0.0.1 -p "$work/nutcracker.pid" &
+      PID[twemproxy]=$!; PORT[twemproxy]=$port; started+=("${PID[twemproxy]}")
+      ;;
+    haproxy)
+      port=$(free_port)
+      # Two descriptors per proxied connection, within the open-file limit.
+      haproxy_maxconn=$(( (fds - 200) / 2 ))
+      cat > "$work/haproxy.cfg" <<CFG
+global
+  maxconn $haproxy_maxconn
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend redis_in
+  bind 127.0.0.1:$port
+  default_backend redis_out
+backend redis_out
+  server store 127.0.0.1:$upstream_port
+CFG
+      haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+      PID[haproxy]=$!; PORT[haproxy]=$port; started+=("${PID[haproxy]}")
+      ;;
+  esac
+done
+for ep in "${ENDPOINTS[@]}"; do
+  if ! wait_ping "${PORT[$ep]}" "$pass_default"; then
+    echo "$ep did not come up; its log:" >&2
+    cat "$work/$ep.log" >&2 2>/dev/null || true
+    exit 1
+  fi
+done
+
+echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3)" >&2
+echo "rounds=$ROUNDS clients=$CLIENTS data=$DATA_BYTES keyspace=$KEYSPACE" \
+     "requests: -P 1 $REQUESTS_P1, pipelined $REQUESTS_PIPELINED; endpoints: ${ENDPOINTS[*]}" >&2
+
+mkdir -p "$(dirname "$OUT")"
+echo "round,endpoint,pipeline,test,metric,value" > "$OUT"
+
+# bench_one ROUND ENDPOINT PIPELINE
+bench_one() {
+  local round=$1 ep=$2 pipeline=$3 n=$REQUESTS_PIPELINED
+  [ "$pipeline" = 1 ] && n=$REQUESTS_P1
+  local pid=${PID[$ep]} before after csv
+  before=$(cpu_ticks "$pid")
+  csv=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$ep]}" -a "$pass_default" \
+          -t get,set -c "$CLIENTS" -d "$DATA_BYTES" -r "$KEYSPACE" -n "$n" \
+          -P "$pipeline" --csv 2>"$work/benchmark.err")
+  after=$(cpu_ticks "$pid")
+  local rows
+  rows=$(printf '%s\n' "$csv" | awk -F'","' -v r="$round" -v e="$ep" -v p="$pipeline" '
+    /^"(SET|GET)"/ {
+      gsub(/"/, "", $1); gsub(/"/, "", $NF)
+      printf "%s,%s,%s,%s,rps,%s\n", r, e, p, $1, $2
+      printf "%s,%s,%s,%s,p50_ms,%s\n", r, e, p, $1, $5
+      printf "%s,%s,%s,%s,p99_ms,%s\n", r, e, p, $1, $7
+    }')
+  if [ "$(printf '%s\n' "$rows" | grep -c ',rps,')" -ne 2 ]; then
+    echo "redis-benchmark against $ep (-P $pipeline) gave no GET/SET results:" >&2
+    printf '%s\n' "$csv" >&2
+    cat "$work/benchmark.err" >&2
+    exit 1
+  fi
+  printf '%s\n' "$rows" >> "$OUT"
+  if [ "$pipeline" = 1 ]; then
+    awk -v r="$round" -v e="$ep" -v d=$((after - before)) -v hz="$CLK_TCK" -v n=$((2 * n)) \
+      'BEGIN { printf "%s,%s,1,GET+SET,cpu_us_per_cmd,%.3f\n", r, e, d / hz * 1e6 / n }' >> "$OUT"
+  fi
+  printf '  round %s  %-9s -P %-3s %s\n' "$round" "$ep" "$pipeline" \
+    "$(printf '%s\n' "$rows" | awk -F, '$5 == "rps" { printf "%s %.0f/s  ", $4, $6 }')" >&2
+}
+
+count=${#ENDPOINTS[@]}
+for ((round = 1; round <= ROUNDS; round++)); do
+  for ((i = 0; i < count; i++)); do
+    ep=${ENDPOINTS[$(( (i + round - 1) % count ))]}
+    for pipeline in $PIPELINES; do
+      bench_one "$round" "$ep" "$pipeline"
+    done
+  done
+done
+
+if [ "$IDLE_CONNS" -gt 0 ]; then
+  echo "idle connections: $IDLE_CONNS per endpoint" >&2
+  for ep in "${ENDPOINTS[@]}"; do
+    read -r base loaded per_conn < <(python3 "$here/scripts/idle_connections.py" \
+      --port "${PORT[$ep]}" --pid "${PID[$ep]}" --count "$IDLE_CONNS" --password "$pass_default")
+    echo "-,$ep,-,idle,kib_per_conn,$per_conn" >> "$OUT"
+    echo "  $ep: RSS $base KiB idle, $loaded KiB with $IDLE_CONNS connections" >&2
+  done
+fi
+
+reference=twemproxy
+[[ " ${ENDPOINTS[*]} " == *" twemproxy "* ]] || reference=${ENDPOINTS[0]}
+python3 "$here/scripts/report.py" "$OUT" "$reference"
+echo
+echo "raw results: $OUT"

@@ -1,0 +1,1 @@
+//! Masking (detectors, validators, styles) arrives with the masking feature.
