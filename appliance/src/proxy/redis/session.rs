@@ -330,8 +330,17 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                 }
                 HeadStatus::Inline { line, len } => {
                     // Inline commands are re-encoded as RESP arrays so that the
-                    // store and everything downstream see one form.
-                    let args = match resp::split_inline(line.slice(data)) {
+                    // store and everything downstream see one form. A line that
+                    // starts with a RESP type byte is a client out of step with
+                    // the protocol, not a command: refuse it rather than guess.
+                    let split = match line.slice(data).first() {
+                        Some(
+                            b'$' | b':' | b'+' | b'-' | b'%' | b'~' | b'>' | b'|' | b'#' | b','
+                            | b'(' | b'!' | b'=' | b'_',
+                        ) => Err("expected an array of bulk strings".to_string()),
+                        _ => resp::split_inline(line.slice(data)).map_err(|e| e.to_string()),
+                    };
+                    let args = match split {
                         Ok(a) => a,
                         Err(e) => {
                             let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
@@ -340,7 +349,7 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                                 s.finish(End::UpstreamLost);
                                 break 'read;
                             }
-                            protocol_error(s, &mut uw, &e.to_string(), false).await;
+                            protocol_error(s, &mut uw, &e, false).await;
                             break 'read;
                         }
                     };
