@@ -82,6 +82,20 @@ struct RawServer {
     shutdown_grace_ms: Option<u64>,
     log_format: Option<LogFormat>,
     connections_max: Option<Spanned<usize>>,
+    io_driver: Option<IoDriver>,
+}
+
+/// Which kernel interface the shards use for I/O.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring where the kernel (and sandbox) allow it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll, even where io_uring is available.
+    Epoll,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +197,8 @@ pub struct Server {
     pub log_format: LogFormat,
     /// Client connections per shard beyond which new ones are refused.
     pub connections_max: usize,
+    /// The I/O interface of the shards.
+    pub io_driver: IoDriver,
 }
 
 /// One fronted store (`[[target]]`).
@@ -218,6 +234,7 @@ impl Default for Server {
             shutdown_grace_ms: 5_000,
             log_format: LogFormat::Text,
             connections_max: 100_000,
+            io_driver: IoDriver::Auto,
         }
     }
 }
@@ -282,6 +299,9 @@ impl Config {
         }
         if let Some(ms) = raw.server.shutdown_grace_ms {
             server.shutdown_grace_ms = ms;
+        }
+        if let Some(d) = raw.server.io_driver {
+            server.io_driver = d;
         }
         if let Some(f) = raw.server.log_format {
             server.log_format = f;

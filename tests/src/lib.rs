@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod redis_server;
+pub mod relay;
 pub mod resp;
 pub mod tools;
 
@@ -23,6 +24,7 @@ pub use metrics::Metrics;
 pub use net::{RawConn, free_port, http_get};
 pub use process::{ChildGuard, ToolOutput, poll_until, wait_until};
 pub use redis_server::{RedisOptions, RedisServer};
+pub use relay::{Faults, Relay};
 pub use resp::Reply;
 
 use std::time::Duration;

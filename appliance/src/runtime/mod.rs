@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, IoDriver};
 use crate::metrics::Metrics;
 
 /// State every thread sees. Written rarely (start, stop); read by the
@@ -36,7 +36,26 @@ pub struct Shared {
     /// Set once: stop accepting and drain.
     pub stopping: AtomicBool,
     /// Which I/O driver the shards use.
-    pub driver: &'static str,
+    pub driver: Driver,
+}
+
+/// The I/O driver the shards run on, decided once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring, with cooperative, deferred task running on a single issuer.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl Driver {
+    /// Name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
 }
 
 /// Messages to the main thread.
@@ -54,21 +73,22 @@ enum Event {
 /// Runs the appliance until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let uring = monoio::utils::detect_uring();
-    let driver = if uring { "io_uring" } else { "epoll" };
-    if uring {
-        info!(
-            driver,
-            shards = config.server.workers,
-            "data plane starting"
-        );
-    } else {
-        warn!(
-            driver,
-            shards = config.server.workers,
-            "io_uring is unavailable on this kernel or sandbox; falling back to epoll"
-        );
-    }
+    let driver = match (config.server.io_driver, shard::uring_usable()) {
+        (IoDriver::Epoll, _) => Driver::Epoll,
+        (IoDriver::Auto | IoDriver::IoUring, Ok(())) => Driver::IoUring,
+        (IoDriver::IoUring, Err(e)) => {
+            anyhow::bail!("server.io_driver = \"io_uring\", but io_uring cannot be used here: {e}")
+        }
+        (IoDriver::Auto, Err(e)) => {
+            warn!(reason = %e, "io_uring is unavailable on this kernel or sandbox; falling back to epoll");
+            Driver::Epoll
+        }
+    };
+    info!(
+        driver = driver.name(),
+        shards = config.server.workers,
+        "data plane starting"
+    );
     let shared = Arc::new(Shared {
         metrics: Metrics::new(
             config.server.workers,
@@ -153,7 +173,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|t| format!("{}={}", t.name, t.listen))
             .collect();
-        info!(shards = shared.shards, driver, targets = %listen.join(","), "accepting");
+        info!(shards = shared.shards, driver = driver.name(), targets = %listen.join(","), "accepting");
         loop {
             match rx.recv() {
                 Ok(Event::Signal(sig)) => {

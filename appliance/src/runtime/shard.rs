@@ -15,8 +15,8 @@ use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, info, warn};
 
-use super::Shared;
 use super::registry::Registry;
+use super::{Driver, Shared};
 use crate::config::{Protocol, Target};
 use crate::metrics::{ErrorKind, LocalLatency, TargetMetrics};
 
@@ -80,18 +80,49 @@ pub fn run(
             "could not pin shard to its core"
         );
     }
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .with_entries(URING_ENTRIES)
-        .enable_timer()
-        .build();
-    let mut rt = match rt {
-        Ok(rt) => rt,
-        Err(e) => {
-            started(Err(format!("cannot build the I/O runtime: {e}")));
-            return;
-        }
-    };
-    rt.block_on(shard_main(id, shared, started));
+    match shared.driver {
+        Driver::IoUring => match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(uring_builder())
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, started)),
+            Err(e) => started(Err(format!("cannot build the io_uring runtime: {e}"))),
+        },
+        Driver::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, started)),
+            Err(e) => started(Err(format!("cannot build the epoll runtime: {e}"))),
+        },
+    }
+}
+
+/// The io_uring set-up every shard uses. Each ring is created and used by
+/// its shard's thread alone (single issuer), and completions are processed
+/// only when the shard has run out of ready work and asks for more
+/// (cooperative, deferred task running): no inter-processor interrupt per
+/// completion, and a whole batch of completions per wait.
+fn uring_builder() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun();
+    b
+}
+
+/// Whether io_uring with the shards' set-up works here (kernel 6.1 or later,
+/// and not refused by a sandbox).
+pub fn uring_usable() -> Result<(), String> {
+    if !monoio::utils::detect_uring() {
+        return Err("the kernel refuses io_uring or lacks the operations used".into());
+    }
+    uring_builder()
+        .build(8)
+        .map(drop)
+        .map_err(|e| format!("cannot set up a ring: {e}"))
 }
 
 async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<(), String>)) {
