@@ -24,7 +24,14 @@ pub struct SessionControl {
 }
 
 impl SessionControl {
-    fn wake(&self) {
+    /// Draining wakes only the client side: it stops reading new commands,
+    /// while the upstream side keeps reading the replies still owed (waking
+    /// it would cancel a read that may hold them).
+    fn wake_for_drain(&self) {
+        self.wake_client_side.notify();
+    }
+
+    fn wake_for_abort(&self) {
         self.wake_client_side.notify();
         self.wake_upstream_side.notify();
     }
@@ -86,7 +93,7 @@ impl Registry {
     pub fn drain_all(&self) {
         for c in self.slots.borrow().iter().flatten() {
             c.draining.set(true);
-            c.wake();
+            c.wake_for_drain();
         }
     }
 
@@ -94,7 +101,7 @@ impl Registry {
     pub fn abort_all(&self) {
         for c in self.slots.borrow().iter().flatten() {
             c.abort.set(true);
-            c.wake();
+            c.wake_for_abort();
         }
     }
 }

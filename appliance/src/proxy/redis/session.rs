@@ -757,6 +757,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                 if let FrameClass::Reply { skip: true, .. } = class {
                     let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
                     buf.put(b);
+                    m.client_bytes_sent.add((pos - fwd) as u64);
                     wrote_ok &= ok;
                     fwd = pos;
                 }
@@ -826,6 +827,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     Expect::Quit => after = Some(End::Quit),
                     Expect::Replace(reply) if skip => {
                         let (ok, _) = send_static(&mut cw, reply).await;
+                        m.client_bytes_sent.add(reply.len() as u64);
                         wrote_ok &= ok;
                     }
                     Expect::InternalAuth if error => {
@@ -837,6 +839,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     Expect::Terminal if skip => {
                         let reply = s.terminal.borrow_mut().take();
                         if let Some(reply) = reply {
+                            m.client_bytes_sent.add(reply.len() as u64);
                             let (res, _) = cw.write_all(reply).await;
                             wrote_ok &= res.is_ok();
                         }
