@@ -288,20 +288,18 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                         continue;
                     }
                     Err(e) => {
-                        let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                        buf.put(b);
-                        let _ = ok;
+                        // The store has part of this command: it cannot be
+                        // asked for an ordering carrier any more.
+                        flush(s, &mut uw, &mut buf, fwd, pos).await;
                         protocol_error(s, &mut uw, &e.to_string(), true).await;
                         break 'read;
                     }
                 }
             }
             if s.pending.borrow().len() >= pending_max {
-                let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                buf.put(b);
+                let ok = flush(s, &mut uw, &mut buf, fwd, pos).await;
                 fwd = pos;
                 if !ok {
-                    s.finish(End::UpstreamLost);
                     break 'read;
                 }
                 if !wait_for_space(s, pending_max).await {
@@ -312,13 +310,7 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
             let head = match resp::command_head(data, &limits) {
                 Ok(h) => h,
                 Err(e) => {
-                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                    buf.put(b);
-                    if !ok {
-                        s.finish(End::UpstreamLost);
-                        break 'read;
-                    }
-                    protocol_error(s, &mut uw, &e.to_string(), false).await;
+                    refuse(s, &mut uw, &mut buf, fwd, pos, &e.to_string()).await;
                     break 'read;
                 }
             };
@@ -343,22 +335,14 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                     let args = match split {
                         Ok(a) => a,
                         Err(e) => {
-                            let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                            buf.put(b);
-                            if !ok {
-                                s.finish(End::UpstreamLost);
-                                break 'read;
-                            }
-                            protocol_error(s, &mut uw, &e, false).await;
+                            refuse(s, &mut uw, &mut buf, fwd, pos, &e).await;
                             break 'read;
                         }
                     };
-                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                    buf.put(b);
+                    let ok = flush(s, &mut uw, &mut buf, fwd, pos).await;
                     pos += len;
                     fwd = pos;
                     if !ok {
-                        s.finish(End::UpstreamLost);
                         break 'read;
                     }
                     if args.is_empty() {
@@ -384,26 +368,7 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                 HeadStatus::Multibulk(h) => {
                     let class = commands::classify(data, &h);
                     let args = h.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
-                    let entry = match class {
-                        Class::Plain => Some(Entry::one(Expect::Plain, now)),
-                        Class::Quit => Some(Entry::one(Expect::Quit, now)),
-                        Class::Subscribe(_) => Some(Entry {
-                            expect: Expect::Subscription,
-                            left: args.max(1),
-                            started: now,
-                        }),
-                        Class::Unsubscribe(_) if args > 0 => Some(Entry {
-                            expect: Expect::Subscription,
-                            left: args,
-                            started: now,
-                        }),
-                        Class::Unsubscribe(k) => Some(Entry {
-                            expect: Expect::UnsubscribeAll(k),
-                            left: 0,
-                            started: now,
-                        }),
-                        Class::Auth | Class::Hello | Class::Reset | Class::Refused(_) => None,
-                    };
+                    let entry = entry_for(class, args, now);
                     if let Some(entry) = entry {
                         // The common path: forward in place.
                         match scanner.scan(data) {
@@ -421,13 +386,7 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                                 }
                             }
                             Err(e) => {
-                                let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                                buf.put(b);
-                                if !ok {
-                                    s.finish(End::UpstreamLost);
-                                    break 'read;
-                                }
-                                protocol_error(s, &mut uw, &e.to_string(), false).await;
+                                refuse(s, &mut uw, &mut buf, fwd, pos, &e.to_string()).await;
                                 break 'read;
                             }
                         }
@@ -450,20 +409,12 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                             break;
                         }
                         Err(e) => {
-                            let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                            buf.put(b);
-                            if !ok {
-                                s.finish(End::UpstreamLost);
-                                break 'read;
-                            }
-                            protocol_error(s, &mut uw, &e.to_string(), false).await;
+                            refuse(s, &mut uw, &mut buf, fwd, pos, &e.to_string()).await;
                             break 'read;
                         }
                     };
-                    let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-                    buf.put(b);
+                    let ok = flush(s, &mut uw, &mut buf, fwd, pos).await;
                     if !ok {
-                        s.finish(End::UpstreamLost);
                         break 'read;
                     }
                     scratch.clear();
@@ -479,11 +430,9 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
                 }
             }
         }
-        let (ok, b) = send(&mut uw, buf.take(), fwd, pos).await;
-        buf.put(b);
+        let ok = flush(s, &mut uw, &mut buf, fwd, pos).await;
         m.commands.add(commands);
         if !ok {
-            s.finish(End::UpstreamLost);
             break;
         }
         buf.consume(pos);
@@ -493,6 +442,63 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
         }
     }
     cr
+}
+
+/// Forwards `buf[from..to]` to the store; `false` (and the session ended)
+/// when the store is gone.
+async fn flush(
+    s: &Session,
+    uw: &mut UpstreamWrite,
+    buf: &mut ConnBuf,
+    from: usize,
+    to: usize,
+) -> bool {
+    let (ok, b) = send(uw, buf.take(), from, to).await;
+    buf.put(b);
+    if !ok {
+        s.finish(End::UpstreamLost);
+    }
+    ok
+}
+
+/// Forwards the commands before a malformed one, then reports it.
+async fn refuse(
+    s: &Session,
+    uw: &mut UpstreamWrite,
+    buf: &mut ConnBuf,
+    from: usize,
+    to: usize,
+    why: &str,
+) {
+    if flush(s, uw, buf, from, to).await {
+        protocol_error(s, uw, why, false).await;
+    }
+}
+
+/// The pending entry for a forwarded command of class `class` with `args`
+/// arguments; `None` for the classes the appliance rewrites or answers.
+fn entry_for(class: Class, args: u32, now: Instant) -> Option<Entry> {
+    match class {
+        Class::Plain => Some(Entry::one(Expect::Plain, now)),
+        Class::Quit => Some(Entry::one(Expect::Quit, now)),
+        // One confirmation per channel named (or one error for none).
+        Class::Subscribe(_) => Some(Entry {
+            expect: Expect::Subscription,
+            left: args.max(1),
+            started: now,
+        }),
+        Class::Unsubscribe(_) if args > 0 => Some(Entry {
+            expect: Expect::Subscription,
+            left: args,
+            started: now,
+        }),
+        Class::Unsubscribe(k) => Some(Entry {
+            expect: Expect::UnsubscribeAll(k),
+            left: 0,
+            started: now,
+        }),
+        Class::Auth | Class::Hello | Class::Reset | Class::Refused(_) => None,
+    }
 }
 
 /// What became of a command handled whole.
@@ -523,42 +529,21 @@ async fn forward_whole(
         }
         bytes
     };
+    if let Some(entry) = entry_for(class, args, now) {
+        s.pending.borrow_mut().push(entry);
+        let (res, _) = uw.write_all(frame.to_vec()).await;
+        return match (res, class) {
+            (Err(_), _) => Forwarded::UpstreamLost,
+            (Ok(_), Class::Quit) => Forwarded::Quit,
+            (Ok(_), _) => Forwarded::Ok,
+        };
+    }
     let (bytes, result) = match class {
-        Class::Plain => (
+        // Forwarded above; listed so that a new class is a compile error here.
+        Class::Plain | Class::Quit | Class::Subscribe(_) | Class::Unsubscribe(_) => (
             write(frame.to_vec(), &[Entry::one(Expect::Plain, now)]),
             Forwarded::Ok,
         ),
-        Class::Quit => (
-            write(frame.to_vec(), &[Entry::one(Expect::Quit, now)]),
-            Forwarded::Quit,
-        ),
-        Class::Subscribe(_) => (
-            write(
-                frame.to_vec(),
-                &[Entry {
-                    expect: Expect::Subscription,
-                    left: args.max(1),
-                    started: now,
-                }],
-            ),
-            Forwarded::Ok,
-        ),
-        Class::Unsubscribe(k) => {
-            let e = if args > 0 {
-                Entry {
-                    expect: Expect::Subscription,
-                    left: args,
-                    started: now,
-                }
-            } else {
-                Entry {
-                    expect: Expect::UnsubscribeAll(k),
-                    left: 0,
-                    started: now,
-                }
-            };
-            (write(frame.to_vec(), &[e]), Forwarded::Ok)
-        }
         Class::Auth => {
             // Under `auth = "none"` the client's credential is accepted and
             // never forwarded: the store's session stays the appliance's.
