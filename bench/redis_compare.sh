@@ -33,7 +33,10 @@
 #   BENCH_CLIENTS [50]  BENCH_DATA_BYTES [64]  BENCH_KEYSPACE [100000]
 #   BENCH_IDLE_CONNS [10000]    idle connections for the memory measurement (0 skips it)
 #   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]
-#   CUSTOS_WORKERS [auto]       custos shards
+#   CUSTOS_WORKERS [1]          custos shards. One by default: on this 2-core
+#                               machine the store and redis-benchmark need the
+#                               other core, and twemproxy is one thread too.
+#                               CUSTOS_WORKERS=auto runs one shard per core.
 #   CUSTOS_BIN                  use this custos binary instead of a release build
 #   BENCH_OUT [bench/results/redis_compare.csv]
 #
@@ -52,7 +55,7 @@ DATA_BYTES=${BENCH_DATA_BYTES:-64}
 KEYSPACE=${BENCH_KEYSPACE:-100000}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 read -r -a ENDPOINTS <<< "${BENCH_ENDPOINTS:-redis custos twemproxy haproxy}"
-CUSTOS_WORKERS=${CUSTOS_WORKERS:-auto}
+CUSTOS_WORKERS=${CUSTOS_WORKERS:-1}
 OUT=${BENCH_OUT:-$here/results/redis_compare.csv}
 
 # ---- tools ----

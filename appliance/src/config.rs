@@ -141,6 +141,7 @@ struct RawTarget {
     buffer_bytes_max: Option<Spanned<usize>>,
     pending_replies_max: Option<Spanned<usize>>,
     connect_timeout_ms: Option<Spanned<u64>>,
+    upstream_sharing: Option<bool>,
 }
 
 /// The wire protocol a target speaks.
@@ -224,6 +225,9 @@ pub struct Target {
     pub pending_replies_max: usize,
     /// Upstream connect (and authenticate) deadline.
     pub connect_timeout_ms: u64,
+    /// Sessions that send one simple command at a time share a store
+    /// connection per shard until they do anything else.
+    pub upstream_sharing: bool,
 }
 
 impl Default for Server {
@@ -534,6 +538,7 @@ fn validate_target(
         buffer_bytes_max,
         pending_replies_max,
         connect_timeout_ms,
+        upstream_sharing: t.upstream_sharing.unwrap_or(true),
     })
 }
 

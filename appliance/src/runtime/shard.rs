@@ -19,6 +19,7 @@ use super::registry::Registry;
 use super::{Driver, Shared};
 use crate::config::{Protocol, Target};
 use crate::metrics::{ErrorKind, LocalLatency, TargetMetrics};
+use crate::proxy::redis::shared::SharedUpstream;
 
 /// io_uring submission queue entries per shard.
 const URING_ENTRIES: u32 = 4096;
@@ -61,6 +62,8 @@ pub struct ShardCtx {
     pub registry: Rc<Registry>,
     /// Process-wide state.
     pub shared: Arc<Shared>,
+    /// Per target (by index): the store connection shared by simple sessions.
+    pub shared_upstreams: Vec<Rc<SharedUpstream>>,
 }
 
 /// Runs shard `id` on the current thread until the process stops. `started`
@@ -146,11 +149,6 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
     }
     started(Ok(()));
 
-    let ctx = Rc::new(ShardCtx {
-        id,
-        registry: Rc::new(Registry::default()),
-        shared: shared.clone(),
-    });
     let targets: Vec<Rc<TargetCtx>> = config
         .targets
         .iter()
@@ -166,6 +164,15 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
             })
         })
         .collect();
+    let ctx = Rc::new(ShardCtx {
+        id,
+        registry: Rc::new(Registry::default()),
+        shared: shared.clone(),
+        shared_upstreams: targets
+            .iter()
+            .map(|t| SharedUpstream::new(t.clone()))
+            .collect(),
+    });
 
     let canceller = Canceller::new();
     let mut accepts = Vec::with_capacity(listeners.len());

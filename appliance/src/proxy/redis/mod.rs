@@ -20,6 +20,7 @@
 pub mod commands;
 pub mod pending;
 mod session;
+pub mod shared;
 pub mod upstream;
 
 pub use session::serve;

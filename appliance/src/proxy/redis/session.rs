@@ -13,13 +13,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use custos_parsers::resp::{self, Frame, HeadStatus, Limits, Scanner};
-use monoio::buf::IoBuf;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::commands::{self, Class, FirstWord, PubsubWord};
 use super::pending::{Entry, Expect, Pending, Subscriptions};
+use super::shared::{self, Inbox, SharedUpstream};
 use super::upstream::{self, UpstreamError};
 use crate::metrics::ErrorKind;
 use crate::proxy::buffer::ConnBuf;
@@ -123,6 +124,21 @@ pub async fn serve(
     let identity = Identity::anonymous();
     debug!(shard = shard.id, target = %target.target.name, %peer, subject = %identity.subject, "session start");
 
+    let (cr, cw) = client.into_split();
+    let (cr, cw, leftover) = if target.target.upstream_sharing {
+        let shared = shard.shared_upstreams[target.index].clone();
+        match shared_phase(&target, &shared, &registration.control, peer, cr, cw).await {
+            Some(halves) => halves,
+            None => {
+                drop(registration);
+                m.connections_open.sub(1);
+                return;
+            }
+        }
+    } else {
+        (cr, cw, ConnBuf::new(target.target.buffer_bytes_max))
+    };
+
     match upstream::connect(&target.target, target.upstream_auth.as_deref()).await {
         Ok(up) => {
             let s = Session {
@@ -137,7 +153,7 @@ pub async fn serve(
                 space: LocalNotify::default(),
                 client_waits_for_space: Cell::new(false),
             };
-            proxy(&s, client, up).await;
+            proxy(&s, cr, cw, up, leftover).await;
             debug!(shard = shard.id, target = %target.target.name, %peer, end = ?s.end.get(), "session end");
         }
         Err(e) => {
@@ -152,7 +168,7 @@ pub async fn serve(
                 }
             };
             warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
-            answer_first_command(client, reply).await;
+            answer_first_command(cr, cw, leftover, reply).await;
         }
     }
     drop(registration);
@@ -162,27 +178,35 @@ pub async fn serve(
 /// The store is unreachable: wait for the client's first command, answer it
 /// with `reply`, close. Answering before the client speaks could have the
 /// error destroyed by the reset that its later write would trigger.
-async fn answer_first_command(client: TcpStream, reply: &'static [u8]) {
-    let (mut r, mut w) = client.into_split();
+async fn answer_first_command(
+    mut r: ClientRead,
+    mut w: ClientWrite,
+    leftover: ConnBuf,
+    reply: &'static [u8],
+) {
     let mut scanner = Scanner::request(Limits::request());
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut buf: Vec<u8> = leftover.bytes().to_vec();
+    buf.reserve(4096);
     let wait = async {
         loop {
-            let (res, b) = r.read(buf).await;
-            buf = b;
+            if !buf.is_empty() {
+                match scanner.scan(&buf) {
+                    Ok(s) if s.complete => return true,
+                    Ok(s) => {
+                        buf.drain(..s.consumed);
+                        if buf.len() == buf.capacity() {
+                            return true;
+                        }
+                    }
+                    Err(_) => return true,
+                }
+            }
+            let len = buf.len();
+            let (res, slice) = r.read(buf.slice_mut(len..)).await;
+            buf = slice.into_inner();
             match res {
                 Ok(0) | Err(_) => return false,
                 Ok(_) => {}
-            }
-            match scanner.scan(&buf) {
-                Ok(s) if s.complete => return true,
-                Ok(s) => {
-                    buf.drain(..s.consumed);
-                    if buf.len() == buf.capacity() {
-                        return true;
-                    }
-                }
-                Err(_) => return true,
             }
         }
     };
@@ -192,10 +216,237 @@ async fn answer_first_command(client: TcpStream, reply: &'static [u8]) {
     }
 }
 
-async fn proxy(s: &Session, client: TcpStream, up: TcpStream) {
-    let (cr, cw) = client.into_split();
+/// Most commands one read may carry and still be served on the shared
+/// store connection; a deeper pipeline gains nothing from sharing.
+const SHARE_BATCH_MAX: usize = 4;
+
+/// How a session's time on the shared store connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SharedEnd {
+    /// The session needs a store connection of its own from here on.
+    Dedicated,
+    /// The session is over.
+    Closed(End),
+}
+
+/// Serves the session on the shard's shared store connection for as long as
+/// it sends one shareable command per read. Returns the client halves and
+/// the unprocessed input when the session needs its own store connection,
+/// `None` when the session ended here.
+async fn shared_phase(
+    target: &Rc<TargetCtx>,
+    shared: &Rc<SharedUpstream>,
+    control: &Rc<SessionControl>,
+    peer: SocketAddr,
+    cr: ClientRead,
+    cw: ClientWrite,
+) -> Option<(ClientRead, ClientWrite, ConnBuf)> {
+    let inbox = Rc::new(Inbox::default());
+    let end: Cell<Option<SharedEnd>> = Cell::new(None);
+    let stop_reader = LocalNotify::default();
+    let settle = |e: SharedEnd| {
+        if end.get().is_none() {
+            end.set(Some(e));
+        }
+        inbox.wake.notify();
+        stop_reader.notify();
+    };
+    let reader = shared_reader(
+        target,
+        shared,
+        control,
+        &inbox,
+        &end,
+        &settle,
+        &stop_reader,
+        cr,
+    );
+    let writer = shared_writer(target, control, &inbox, &end, &settle, cw);
+    let ((cr, buf), cw) = monoio::join!(reader, writer);
+    match end.get() {
+        Some(SharedEnd::Dedicated) => Some((cr, cw, buf)),
+        Some(SharedEnd::Closed(e)) => {
+            inbox.gone.set(true);
+            debug!(target = %target.target.name, %peer, end = ?e, "session end (shared)");
+            if !matches!(e, End::ClientGone | End::Aborted) {
+                lingering_close(cr, cw).await;
+            }
+            None
+        }
+        None => None,
+    }
+}
+
+/// Reads client commands while they can be shared.
+#[allow(clippy::too_many_arguments)]
+async fn shared_reader(
+    target: &Rc<TargetCtx>,
+    shared: &Rc<SharedUpstream>,
+    control: &SessionControl,
+    inbox: &Rc<Inbox>,
+    end: &Cell<Option<SharedEnd>>,
+    settle: &impl Fn(SharedEnd),
+    stop: &LocalNotify,
+    mut cr: ClientRead,
+) -> (ClientRead, ConnBuf) {
+    let m = target.metrics();
+    let limits = Limits::request();
+    let pending_max = target.target.pending_replies_max as u32;
+    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    loop {
+        if end.get().is_some() {
+            break;
+        }
+        if control.abort.get() {
+            settle(SharedEnd::Closed(End::Aborted));
+            break;
+        }
+        if control.draining.get() {
+            // Owed replies are still delivered by the writer; it ends the session.
+            inbox.wake.notify();
+            stop.notified().await;
+            continue;
+        }
+        if !buf.make_room() {
+            settle(SharedEnd::Dedicated);
+            break;
+        }
+        let read = cr.read(buf.spare());
+        let (res, slice) = monoio::select! {
+            r = read => r,
+            _ = control.wake_client_side.notified() => { buf.reset(); continue; }
+            _ = stop.notified() => { buf.reset(); continue; }
+        };
+        let n: usize = res.unwrap_or_default();
+        buf.restore(slice, n);
+        if n == 0 {
+            settle(SharedEnd::Closed(End::ClientGone));
+            break;
+        }
+        m.client_bytes_received.add(n as u64);
+        // A few whole commands, every one shareable: a client waiting for
+        // each reply (with perhaps an AUTH in front). Anything else (a
+        // pipeline, a large or partial frame, a stateful command, bad input)
+        // is served on a connection of its own, which handles every case.
+        let data = buf.bytes();
+        let mut plan: [(usize, usize, bool); SHARE_BATCH_MAX] = [(0, 0, false); SHARE_BATCH_MAX];
+        let mut planned = 0;
+        let mut pos = 0;
+        let mut shareable = true;
+        while pos < data.len() {
+            let frame = &data[pos..];
+            let head = match resp::command_head(frame, &limits) {
+                Ok(HeadStatus::Multibulk(h)) if h.captured >= 1 && planned < SHARE_BATCH_MAX => h,
+                _ => {
+                    shareable = false;
+                    break;
+                }
+            };
+            let len = match resp::check(frame, &limits) {
+                Ok(Some(len)) => len,
+                _ => {
+                    shareable = false;
+                    break;
+                }
+            };
+            let auth = if shared::shareable(head.args[0].slice(frame)) {
+                false
+            } else if commands::classify(frame, &head) == Class::Auth {
+                true
+            } else {
+                shareable = false;
+                break;
+            };
+            plan[planned] = (pos, pos + len, auth);
+            planned += 1;
+            pos += len;
+        }
+        if !shareable || inbox.owed.get() + planned as u32 > pending_max {
+            settle(SharedEnd::Dedicated);
+            break;
+        }
+        let now = Instant::now();
+        for &(from, to, auth) in &plan[..planned] {
+            if auth {
+                // Under `auth = "none"` a client's AUTH is answered here and
+                // never forwarded; the carrier keeps the answer in its place.
+                shared.submit(inbox, CARRIER, now, Some(AUTH_OK));
+            } else {
+                shared.submit(inbox, &data[from..to], now, None);
+            }
+        }
+        m.commands.add(planned as u64);
+        let len = buf.bytes().len();
+        buf.consume(len);
+    }
+    (cr, buf)
+}
+
+/// Writes the replies collected in the inbox to the client.
+async fn shared_writer(
+    target: &Rc<TargetCtx>,
+    control: &SessionControl,
+    inbox: &Rc<Inbox>,
+    end: &Cell<Option<SharedEnd>>,
+    settle: &impl Fn(SharedEnd),
+    mut cw: ClientWrite,
+) -> ClientWrite {
+    let m = target.metrics();
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        let bytes = std::mem::replace(&mut *inbox.bytes.borrow_mut(), std::mem::take(&mut spare));
+        if !bytes.is_empty() {
+            inbox.taken();
+            m.client_bytes_sent.add(bytes.len() as u64);
+            // A client that stops reading blocks this write; the shared
+            // reader cuts it off (it would hold up every session sharing the
+            // connection), which ends the write here.
+            let (res, mut bytes) = monoio::select! {
+                r = cw.write_all(bytes) => r,
+                _ = inbox.evicted.notified() => {
+                    settle(SharedEnd::Closed(End::ClientGone));
+                    break;
+                }
+            };
+            bytes.clear();
+            spare = bytes;
+            if res.is_err() {
+                settle(SharedEnd::Closed(End::ClientGone));
+                break;
+            }
+            continue;
+        }
+        spare = bytes;
+        let idle = inbox.owed.get() == 0;
+        if inbox.failed.get() && idle {
+            settle(SharedEnd::Closed(End::UpstreamLost));
+            break;
+        }
+        if control.abort.get() {
+            settle(SharedEnd::Closed(End::Aborted));
+            break;
+        }
+        if control.draining.get() && idle {
+            settle(SharedEnd::Closed(End::Drained));
+            break;
+        }
+        match end.get() {
+            Some(SharedEnd::Closed(_)) => break,
+            // Every shared reply is delivered: the session may move on.
+            Some(SharedEnd::Dedicated) if idle => break,
+            _ => {}
+        }
+        monoio::select! {
+            _ = inbox.wake.notified() => {}
+            _ = control.wake_upstream_side.notified() => {}
+        }
+    }
+    cw
+}
+
+async fn proxy(s: &Session, cr: ClientRead, cw: ClientWrite, up: TcpStream, leftover: ConnBuf) {
     let (ur, uw) = up.into_split();
-    let (cr, cw) = monoio::join!(client_side(s, cr, uw), upstream_side(s, ur, cw));
+    let (cr, cw) = monoio::join!(client_side(s, cr, uw, leftover), upstream_side(s, ur, cw));
     match s.end.get() {
         Some(End::ClientGone) | Some(End::Aborted) | None => {}
         Some(_) => lingering_close(cr, cw).await,
@@ -222,13 +473,21 @@ async fn send(
 }
 
 /// Reads client commands and forwards them to the store.
-async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> ClientRead {
+async fn client_side(
+    s: &Session,
+    mut cr: ClientRead,
+    mut uw: UpstreamWrite,
+    leftover: ConnBuf,
+) -> ClientRead {
     let target = &s.target;
     let m = target.metrics();
     let limits = Limits::request();
     let pending_max = target.target.pending_replies_max;
     let mut scanner = Scanner::request(limits);
-    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    // Bytes read before this connection had a store connection of its own
+    // (while it shared one) are processed before anything new is read.
+    let mut unprocessed = !leftover.bytes().is_empty();
+    let mut buf = leftover;
     // Rewritten commands (inline commands, HELLO without AUTH); rare.
     let mut scratch: Vec<u8> = Vec::new();
 
@@ -242,31 +501,35 @@ async fn client_side(s: &Session, mut cr: ClientRead, mut uw: UpstreamWrite) -> 
             wait_for_end(s).await;
             break;
         }
-        if !buf.make_room() {
-            protocol_error(
-                s,
-                &mut uw,
-                "command head larger than buffer_bytes_max",
-                scanner.in_frame(),
-            )
-            .await;
-            break;
-        }
-        let read = cr.read(buf.spare());
-        let (res, slice) = monoio::select! {
-            r = read => r,
-            _ = s.control.wake_client_side.notified() => {
-                buf.reset();
-                continue 'read;
+        if unprocessed {
+            unprocessed = false;
+        } else {
+            if !buf.make_room() {
+                protocol_error(
+                    s,
+                    &mut uw,
+                    "command head larger than buffer_bytes_max",
+                    scanner.in_frame(),
+                )
+                .await;
+                break;
             }
-        };
-        let n: usize = res.unwrap_or_default();
-        buf.restore(slice, n);
-        if n == 0 {
-            s.finish(End::ClientGone);
-            break;
+            let read = cr.read(buf.spare());
+            let (res, slice) = monoio::select! {
+                r = read => r,
+                _ = s.control.wake_client_side.notified() => {
+                    buf.reset();
+                    continue 'read;
+                }
+            };
+            let n: usize = res.unwrap_or_default();
+            buf.restore(slice, n);
+            if n == 0 {
+                s.finish(End::ClientGone);
+                break;
+            }
+            m.client_bytes_received.add(n as u64);
         }
-        m.client_bytes_received.add(n as u64);
 
         let now = Instant::now();
         let mut pos = 0usize;
