@@ -407,6 +407,11 @@ async fn shared_writer(
                     settle(SharedEnd::Closed(End::ClientGone));
                     break;
                 }
+                // Only the shard's abort wakes this side during the shared phase.
+                _ = control.wake_upstream_side.notified() => {
+                    settle(SharedEnd::Closed(End::Aborted));
+                    break;
+                }
             };
             bytes.clear();
             spare = bytes;
