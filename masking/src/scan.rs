@@ -1,0 +1,725 @@
+//! The scanner: finds every sensitive value in a byte slice, leftmost-first
+//! and non-overlapping.
+//!
+//! Clean text is the common case, so the scanner never asks a detector
+//! anything until a cheap pass has found a trigger:
+//! - one Aho-Corasick search (SIMD "Teddy" when available) over the few
+//!   multi-byte prefixes (`-----BEGIN `, `eyJ`, `AKIA`, `ASIA`, `AIza`); few
+//!   enough that each gets its own Teddy bucket and ordinary words rarely
+//!   pass the fingerprint;
+//! - one `memchr2` pass for `_` and `-`, from which the API key prefixes that
+//!   contain one (`sk_live_`, `ghp_`, `xoxb-`, ...) are checked backwards;
+//! - one pass over 64-byte blocks for digits and `@`: a fold the compiler
+//!   vectorises skips clean blocks, and bit masks (SWAR, safe code) of the
+//!   others start the number detectors at each digit run long enough to
+//!   matter and the e-mail detector at each `@`.
+//!
+//! Three passes over data that stays in cache cost less than one automaton
+//! holding every trigger: single digits and short prefixes of common letters
+//! (`sk`, `gh`) would make a combined prefilter fire on most blocks of text.
+//!
+//! Every candidate the detectors confirm is collected, then sorted by
+//! (start, longest first, detector priority) and thinned greedily. That is
+//! exactly "at each position the longest match wins, then resume after it",
+//! which the tests check against a scan that asks every detector at every
+//! position.
+
+use std::cmp::Reverse;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
+use regex::bytes::Regex;
+
+use crate::Error;
+use crate::detect::{self, Detector, KEYWORD_BYTES_MAX, Span};
+
+/// Custom regular expressions accepted by one scanner (their index is a
+/// `u16` in [`Detector::Pattern`]).
+pub const PATTERNS_MAX: usize = 256;
+/// Custom keywords accepted by one scanner.
+pub const KEYWORDS_MAX: usize = 10_000;
+
+/// Finds sensitive values. Build one per policy and share it: scanning
+/// takes `&self` and allocates nothing unless a value is found.
+#[derive(Clone, Debug)]
+pub struct Scanner {
+    enabled: [bool; Detector::BUILT_IN.len()],
+    prefixes: Option<AhoCorasick>,
+    prefix_kinds: Vec<Detector>,
+    /// Distinct (separator, offset in prefix) pairs of the API key prefixes
+    /// found from their separator; empty when API keys are off.
+    api_separators: Vec<(u8, usize)>,
+    numbers: bool,
+    email: bool,
+    keywords: Option<AhoCorasick>,
+    patterns: Vec<Regex>,
+}
+
+/// Collects detectors, keywords and patterns for a [`Scanner`].
+#[derive(Clone, Debug, Default)]
+pub struct ScannerBuilder {
+    detectors: Vec<Detector>,
+    keywords: Vec<Vec<u8>>,
+    patterns: Vec<String>,
+}
+
+impl ScannerBuilder {
+    /// Enables built-in detectors (duplicates are harmless).
+    pub fn detectors(mut self, detectors: &[Detector]) -> Self {
+        self.detectors.extend_from_slice(detectors);
+        self
+    }
+
+    /// Adds a keyword, matched ASCII case-insensitively wherever it occurs.
+    pub fn keyword(mut self, keyword: impl AsRef<[u8]>) -> Self {
+        self.keywords.push(keyword.as_ref().to_vec());
+        self
+    }
+
+    /// Adds a regular expression (`regex::bytes` syntax). Its matches are
+    /// found by the regex engine's own leftmost-first iteration, then merged
+    /// with the other detectors' matches.
+    pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.patterns.push(pattern.into());
+        self
+    }
+
+    /// Compiles the scanner.
+    pub fn build(self) -> Result<Scanner, Error> {
+        let mut enabled = [false; Detector::BUILT_IN.len()];
+        for d in &self.detectors {
+            let i = Detector::BUILT_IN
+                .iter()
+                .position(|b| b == d)
+                .ok_or(Error::NotBuiltIn(*d))?;
+            enabled[i] = true;
+        }
+        let on = |d: Detector| enabled[d.priority() as usize];
+
+        let (patterns, prefix_kinds): (Vec<&[u8]>, Vec<Detector>) = detect::trigger_prefixes()
+            .into_iter()
+            .filter(|&(_, d)| on(d))
+            .unzip();
+        let prefixes = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(&patterns)
+                    .map_err(|e| Error::Automaton(e.to_string()))?,
+            )
+        };
+
+        if self.keywords.len() > KEYWORDS_MAX {
+            return Err(Error::TooManyKeywords);
+        }
+        if let Some(k) = self
+            .keywords
+            .iter()
+            .find(|k| k.is_empty() || k.len() > KEYWORD_BYTES_MAX)
+        {
+            return Err(Error::KeywordLength(k.len()));
+        }
+        let keywords = if self.keywords.is_empty() {
+            None
+        } else {
+            // Standard semantics so overlapping search reports every
+            // occurrence; the selection step picks the longest per start.
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&self.keywords)
+                    .map_err(|e| Error::Automaton(e.to_string()))?,
+            )
+        };
+
+        if self.patterns.len() > PATTERNS_MAX {
+            return Err(Error::TooManyPatterns);
+        }
+        let patterns = self
+            .patterns
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                Regex::new(p).map_err(|e| Error::Pattern {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut api_separators: Vec<(u8, usize)> = if on(Detector::ApiKey) {
+            detect::API_KEY_PREFIXES
+                .iter()
+                .filter_map(|(p, _)| detect::api_key_separator(p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        api_separators.sort_unstable();
+        api_separators.dedup();
+
+        Ok(Scanner {
+            enabled,
+            prefixes,
+            prefix_kinds,
+            api_separators,
+            numbers: on(Detector::CreditCard) || on(Detector::UsSsn) || on(Detector::Iban),
+            email: on(Detector::Email),
+            keywords,
+            patterns,
+        })
+    }
+}
+
+impl Default for Scanner {
+    /// Every built-in detector, no keywords, no patterns.
+    fn default() -> Self {
+        Scanner::builder()
+            .detectors(&Detector::BUILT_IN)
+            .build()
+            .unwrap_or_else(|_| unreachable!("built-in detectors always compile"))
+    }
+}
+
+impl Scanner {
+    /// Starts a builder with nothing enabled.
+    pub fn builder() -> ScannerBuilder {
+        ScannerBuilder::default()
+    }
+
+    /// A scanner with just these built-in detectors.
+    pub fn new(detectors: &[Detector]) -> Result<Self, Error> {
+        Scanner::builder().detectors(detectors).build()
+    }
+
+    fn on(&self, d: Detector) -> bool {
+        d.is_built_in() && self.enabled[d.priority() as usize]
+    }
+
+    /// Replaces the contents of `spans` with the matches in `hay`, in order,
+    /// non-overlapping. `spans` is not grown when nothing matches.
+    pub fn find(&self, hay: &[u8], spans: &mut Vec<Span>) {
+        self.find_from(hay, 0, spans);
+    }
+
+    /// Like [`Scanner::find`], but ignores matches starting before `from`
+    /// while still letting detectors look at the bytes before it.
+    pub(crate) fn find_from(&self, hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+        spans.clear();
+        if from >= hay.len() {
+            return;
+        }
+        if let Some(ac) = &self.prefixes {
+            let mut pos = from;
+            while let Some(m) = ac.find(Input::new(hay).span(pos..hay.len())) {
+                let start = m.start();
+                let kind = self.prefix_kinds[m.pattern().as_usize()];
+                if let Some(end) = kind.match_at(hay, start) {
+                    spans.push(Span { start, end, kind });
+                }
+                // A prefix may start inside another one (`xoxb-----BEGIN`).
+                pos = start + 1;
+                if pos >= hay.len() {
+                    break;
+                }
+            }
+        }
+        let mut ends = [0usize; SEGMENTS];
+        ends[0] = spans.len();
+        if !self.api_separators.is_empty() {
+            for q in memchr::memchr2_iter(b'_', b'-', &hay[from..]).map(|q| q + from) {
+                for &(sep, k) in &self.api_separators {
+                    if hay[q] == sep && q >= from + k {
+                        let start = q - k;
+                        // Duplicates (`xoxb--...` is reached from both dashes)
+                        // are dropped by the selection.
+                        if let Some(end) = Detector::ApiKey.match_at(hay, start) {
+                            spans.push(Span {
+                                start,
+                                end,
+                                kind: Detector::ApiKey,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        ends[1] = spans.len();
+        if self.numbers || self.email {
+            self.find_numbers_and_emails(hay, from, spans);
+        }
+        ends[2] = spans.len();
+        if let Some(ac) = &self.keywords {
+            for m in ac.find_overlapping_iter(Input::new(hay).span(from..hay.len())) {
+                spans.push(Span {
+                    start: m.start(),
+                    end: m.end(),
+                    kind: Detector::Keyword,
+                });
+            }
+        }
+        ends[3] = spans.len();
+        for (index, re) in self.patterns.iter().enumerate() {
+            let kind = Detector::Pattern(index as u16);
+            for m in re.find_iter(hay) {
+                let (start, end) = widen_to_char_boundaries(hay, m.start(), m.end());
+                if start >= from && end > start {
+                    spans.push(Span { start, end, kind });
+                }
+            }
+        }
+        ends[4] = spans.len();
+        select(spans, ends);
+    }
+
+    fn find_numbers_and_emails(&self, hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+        let card = self.on(Detector::CreditCard);
+        let ssn = self.on(Detector::UsSsn);
+        let iban = self.on(Detector::Iban);
+        let mut push = |kind: Detector, start: usize| {
+            if let Some(end) = kind.match_at(hay, start) {
+                spans.push(Span { start, end, kind });
+            }
+        };
+        let mut blocks = TriggerBlocks::new(hay, from, self.numbers, self.email);
+        while let Some((base, digits, run_starts, ats)) = blocks.next_block() {
+            // Runs too short for any number detector (a "12" in text) are
+            // dropped on the masks: cards and SSNs start with three digits,
+            // IBAN check digits are two. Runs that may continue into the
+            // next block are kept.
+            let spill2 = 1u64 << 63;
+            let spill3 = spill2 | 1 << 62;
+            let two = run_starts & ((digits >> 1) | spill2);
+            let three = two & ((digits >> 2) | spill3);
+            let mut bits = if iban { two } else { three } | ats;
+            while bits != 0 {
+                let k = bits.trailing_zeros();
+                bits &= bits - 1;
+                let p = base + k as usize;
+                if ats >> k & 1 == 1 {
+                    if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
+                        push(Detector::Email, s);
+                    }
+                    continue;
+                }
+                // A digit run starts at `p` (or `p` is `from`): the only place
+                // a card number or SSN may start, and two bytes after an
+                // IBAN's start.
+                if three >> k & 1 == 1 {
+                    if card {
+                        push(Detector::CreditCard, p);
+                    }
+                    if ssn {
+                        push(Detector::UsSsn, p);
+                    }
+                }
+                if iban && p >= from + 2 {
+                    push(Detector::Iban, p - 2);
+                }
+            }
+        }
+    }
+}
+
+/// Walks `hay[from..]` in 64-byte blocks and yields, for each block that has
+/// any, bit masks of the digit-run starts and the `@` bytes in it.
+///
+/// The masks are built eight bytes at a time with exact SWAR byte compares
+/// (no carries cross byte lanes) and packed with one multiply per word, in
+/// safe code: about two dozen integer operations per eight bytes, with no
+/// branch per byte.
+struct TriggerBlocks<'h> {
+    hay: &'h [u8],
+    base: usize,
+    digits: bool,
+    ats: bool,
+    /// Whether the byte before `base` is a digit (false at `from`, so a run
+    /// that begins before `from` is seen as starting at `from`).
+    prev_digit: bool,
+}
+
+const BLOCK: usize = 64;
+const LANES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+/// High bit of each byte lane set where the lane is below `n` (`n <= 128`).
+#[inline(always)]
+fn lanes_below(x: u64, n: u8) -> u64 {
+    let at_least = ((x & LOW7) + LANES * u64::from(128 - n)) | x;
+    !at_least & HIGH
+}
+
+/// Packs the high bit of each byte lane into 8 bits, lane 0 lowest.
+#[inline(always)]
+fn pack_high_bits(m: u64) -> u64 {
+    // The products of the lanes land on distinct bits, so the top byte
+    // collects exactly one bit per lane; the overflow is discarded on purpose.
+    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Digit and `@` masks of eight bytes, lane 0 lowest.
+#[inline(always)]
+fn word_masks(x: u64) -> (u64, u64) {
+    let digits = lanes_below(x ^ (LANES * u64::from(b'0')), 10);
+    let ats = lanes_below(x ^ (LANES * u64::from(b'@')), 1);
+    (pack_high_bits(digits), pack_high_bits(ats))
+}
+
+impl<'h> TriggerBlocks<'h> {
+    fn new(hay: &'h [u8], from: usize, digits: bool, ats: bool) -> Self {
+        TriggerBlocks {
+            hay,
+            base: from,
+            digits,
+            ats,
+            prev_digit: false,
+        }
+    }
+
+    #[inline]
+    /// The next block with a trigger: its offset, digit mask, digit-run
+    /// start mask and `@` mask.
+    fn next_block(&mut self) -> Option<(usize, u64, u64, u64)> {
+        while self.base < self.hay.len() {
+            let base = self.base;
+            let block = &self.hay[base..self.hay.len().min(base + BLOCK)];
+            self.base += block.len();
+            // Clean blocks are the common case: a flag-free fold that the
+            // compiler vectorises rejects them before any mask is built.
+            let any = block.iter().fold(0u8, |acc, &b| {
+                acc | u8::from(b.wrapping_sub(b'0') < 10) | u8::from(b == b'@')
+            });
+            if any == 0 {
+                self.prev_digit = false;
+                continue;
+            }
+            let mut digits = 0u64;
+            let mut ats = 0u64;
+            let mut words = block.chunks_exact(8);
+            let mut shift = 0;
+            for word in &mut words {
+                let (d, a) = word_masks(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+                digits |= d << shift;
+                ats |= a << shift;
+                shift += 8;
+            }
+            if !words.remainder().is_empty() {
+                let mut w = [b' '; 8];
+                w[..words.remainder().len()].copy_from_slice(words.remainder());
+                let (d, a) = word_masks(u64::from_le_bytes(w));
+                digits |= d << shift;
+                ats |= a << shift;
+            }
+            if !self.digits {
+                digits = 0;
+            }
+            if !self.ats {
+                ats = 0;
+            }
+            let run_starts = digits & !((digits << 1) | u64::from(self.prev_digit));
+            self.prev_digit = digits >> (block.len() - 1) & 1 == 1;
+            if run_starts | ats != 0 {
+                return Some((base, digits, run_starts, ats));
+            }
+        }
+        None
+    }
+}
+
+/// Moves a span outwards so it does not start or end inside a UTF-8
+/// sequence. Built-in matches are ASCII and never need it; custom patterns
+/// may match bytes mid-character.
+fn widen_to_char_boundaries(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    let continuation = |b: u8| b & 0xC0 == 0x80;
+    while start > 0 && hay.get(start).is_some_and(|&b| continuation(b)) {
+        start -= 1;
+    }
+    while end < hay.len() && continuation(hay[end]) {
+        end += 1;
+    }
+    (start, end)
+}
+
+/// Candidate sources, each pushing one segment of the candidate list:
+/// prefixes, API key separators, numbers and e-mails, keywords, patterns.
+const SEGMENTS: usize = 5;
+
+#[inline]
+fn order_key(s: &Span) -> (usize, Reverse<usize>, u32) {
+    (s.start, Reverse(s.end), s.kind.priority())
+}
+
+/// Keeps the leftmost-first, longest, non-overlapping subset of the
+/// candidates, in order. `ends[i]` is where segment `i` ends.
+///
+/// Each segment is already (nearly) in start order, so instead of sorting
+/// the whole list the segments are put in order on their own (usually a
+/// no-op check) and merged; the kept spans are appended behind the
+/// candidates and moved to the front at the end. Equal keys are equal
+/// spans, so the result is that of a full sort.
+fn select(spans: &mut Vec<Span>, ends: [usize; SEGMENTS]) {
+    let n = spans.len();
+    if n < 2 {
+        return;
+    }
+    let mut heads = [0usize; SEGMENTS];
+    heads[1..].copy_from_slice(&ends[..SEGMENTS - 1]);
+    for i in 0..SEGMENTS {
+        let segment = &mut spans[heads[i]..ends[i]];
+        if !segment.is_sorted_by_key(order_key) {
+            segment.sort_unstable_by_key(order_key);
+        }
+    }
+    let mut last_end: Option<usize> = None;
+    loop {
+        let mut best: Option<usize> = None;
+        for i in 0..SEGMENTS {
+            if heads[i] < ends[i]
+                && best.is_none_or(|b| order_key(&spans[heads[i]]) < order_key(&spans[heads[b]]))
+            {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        let s = spans[heads[b]];
+        heads[b] += 1;
+        if last_end.is_none_or(|e| s.start >= e) {
+            spans.push(s);
+            last_end = Some(s.end);
+        }
+    }
+    spans.drain(..n);
+}
+
+#[cfg(test)]
+pub(crate) mod reference {
+    //! The naive scan the fast one must agree with: every detector asked at
+    //! every position, longest match wins, then resume after it.
+
+    use super::*;
+
+    pub(crate) fn find(detectors: &[Detector], keywords: &[&[u8]], hay: &[u8]) -> Vec<Span> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < hay.len() {
+            let mut best: Option<Span> = None;
+            let mut offer = |s: Span| {
+                let better = best.is_none_or(|b| {
+                    (Reverse(s.end), s.kind.priority()) < (Reverse(b.end), b.kind.priority())
+                });
+                if better {
+                    best = Some(s);
+                }
+            };
+            for &d in detectors {
+                if let Some(end) = d.match_at(hay, i) {
+                    offer(Span {
+                        start: i,
+                        end,
+                        kind: d,
+                    });
+                }
+            }
+            for k in keywords {
+                if hay[i..].len() >= k.len() && hay[i..i + k.len()].eq_ignore_ascii_case(k) {
+                    offer(Span {
+                        start: i,
+                        end: i + k.len(),
+                        kind: Detector::Keyword,
+                    });
+                }
+            }
+            match best {
+                Some(s) => {
+                    out.push(s);
+                    i = s.end;
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(hay: &str, spans: &[Span]) -> Vec<(Detector, String)> {
+        spans
+            .iter()
+            .map(|s| (s.kind, hay[s.start..s.end].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_everything_in_order() {
+        let hay = "Ann <ann@example.com> paid with 4111 1111 1111 1111, SSN 123-45-6789, \
+                   IBAN GB82WEST12345698765432, key AKIAIOSFODNN7EXAMPLE and ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789.";
+        let mut spans = Vec::new();
+        Scanner::default().find(hay.as_bytes(), &mut spans);
+        assert_eq!(
+            texts(hay, &spans),
+            vec![
+                (Detector::Email, "ann@example.com".into()),
+                (Detector::CreditCard, "4111 1111 1111 1111".into()),
+                (Detector::UsSsn, "123-45-6789".into()),
+                (Detector::Iban, "GB82WEST12345698765432".into()),
+                (Detector::AwsAccessKey, "AKIAIOSFODNN7EXAMPLE".into()),
+                (
+                    Detector::ApiKey,
+                    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_text_does_not_allocate_spans() {
+        let mut spans = Vec::new();
+        Scanner::default().find(
+            b"The quick brown fox jumps over 13 lazy dogs @ noon.",
+            &mut spans,
+        );
+        assert!(spans.is_empty());
+        assert_eq!(spans.capacity(), 0);
+    }
+
+    #[test]
+    fn only_enabled_detectors_report() {
+        let hay = b"a@b.io 4111111111111111";
+        let mut spans = Vec::new();
+        Scanner::new(&[Detector::CreditCard])
+            .unwrap()
+            .find(hay, &mut spans);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].kind, Detector::CreditCard);
+        Scanner::new(&[Detector::Email])
+            .unwrap()
+            .find(hay, &mut spans);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].kind, Detector::Email);
+    }
+
+    #[test]
+    fn overlaps_resolve_leftmost_then_longest() {
+        // The e-mail starts first and covers the digits.
+        let hay = "4111111111111111@example.com";
+        let mut spans = Vec::new();
+        Scanner::default().find(hay.as_bytes(), &mut spans);
+        assert_eq!(texts(hay, &spans), vec![(Detector::Email, hay.to_string())]);
+    }
+
+    #[test]
+    fn keywords_and_patterns() {
+        let scanner = Scanner::builder()
+            .detectors(&[Detector::Email])
+            .keyword("Project Orion")
+            .keyword("orion")
+            .pattern(r"ACME-\d{6}")
+            .build()
+            .unwrap();
+        let hay = "project orion and ORION, ticket ACME-123456, mail x@y.io";
+        let mut spans = Vec::new();
+        scanner.find(hay.as_bytes(), &mut spans);
+        assert_eq!(
+            texts(hay, &spans),
+            vec![
+                (Detector::Keyword, "project orion".into()),
+                (Detector::Keyword, "ORION".into()),
+                (Detector::Pattern(0), "ACME-123456".into()),
+                (Detector::Email, "x@y.io".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn pattern_spans_keep_characters_whole() {
+        let scanner = Scanner::builder().pattern(r"(?-u)\xA9x").build().unwrap();
+        let hay = "é©x".as_bytes(); // © is C2 A9
+        let mut spans = Vec::new();
+        scanner.find(hay, &mut spans);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(&hay[spans[0].start..spans[0].end], "©x".as_bytes());
+    }
+
+    #[test]
+    fn builder_errors() {
+        assert!(matches!(
+            Scanner::new(&[Detector::Keyword]),
+            Err(Error::NotBuiltIn(_))
+        ));
+        assert!(matches!(
+            Scanner::builder().keyword("").build(),
+            Err(Error::KeywordLength(0))
+        ));
+        assert!(matches!(
+            Scanner::builder().pattern("(").build(),
+            Err(Error::Pattern { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn prefixes_starting_inside_prefixes_are_found() {
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----";
+        let hay = format!("xoxb{key}");
+        let mut spans = Vec::new();
+        Scanner::default().find(hay.as_bytes(), &mut spans);
+        assert_eq!(
+            texts(&hay, &spans),
+            vec![(Detector::PrivateKey, key.to_string())]
+        );
+    }
+
+    #[test]
+    fn swar_masks_match_scalar() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                let mut w = [b'x'; 8];
+                w[lane] = b;
+                let (d, a) = word_masks(u64::from_le_bytes(w));
+                assert_eq!(d, u64::from(b.is_ascii_digit()) << lane, "byte {b}");
+                assert_eq!(a, u64::from(b == b'@') << lane, "byte {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn trigger_blocks_match_scalar() {
+        let mut hay = vec![b'a'; 300];
+        for (pos, b) in [
+            (0, b'1'),
+            (1, b'2'),
+            (63, b'@'),
+            (64, b'3'),
+            (65, b'4'),
+            (127, b'5'),
+        ] {
+            hay[pos] = b;
+        }
+        for (pos, b) in [(128, b'6'), (200, b'@'), (250, b'7'), (299, b'8')] {
+            hay[pos] = b;
+        }
+        for from in [0, 1, 2, 64, 65, 66, 128, 299, 300] {
+            let want: Vec<usize> = (from..hay.len())
+                .filter(|&i| {
+                    hay[i] == b'@'
+                        || (hay[i].is_ascii_digit() && (i == from || !hay[i - 1].is_ascii_digit()))
+                })
+                .collect();
+            let mut got = Vec::new();
+            let mut blocks = TriggerBlocks::new(&hay, from, true, true);
+            while let Some((base, _, starts, ats)) = blocks.next_block() {
+                let mut bits = starts | ats;
+                while bits != 0 {
+                    got.push(base + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            }
+            assert_eq!(got, want, "from {from}");
+        }
+    }
+}
