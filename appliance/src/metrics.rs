@@ -187,7 +187,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Get = fn(&TargetMetrics) -> u64;
-        let simple: [(&str, &str, &str, Get); 6] = [
+        let simple: [(&str, &str, &str, Get); 5] = [
             (
                 "custos_connections_open",
                 "gauge",
@@ -218,17 +218,8 @@ impl Metrics {
                 "Bytes written to clients.",
                 |m| m.client_bytes_sent.get(),
             ),
-            ("custos_shards", "gauge", "Data-plane shards.", |_| 0),
         ];
         for (name, kind, help, get) in simple {
-            if name == "custos_shards" {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                    self.shards.len()
-                );
-                continue;
-            }
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (t, tname) in self.targets.iter().enumerate() {
                 let v: u64 = self
@@ -241,6 +232,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{target=\"{tname}\"}} {v}");
             }
         }
+
+        let name = "custos_shards";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Data-plane shards.\n# TYPE {name} gauge\n{name} {}",
+            self.shards.len()
+        );
 
         let name = "custos_errors_total";
         let _ = writeln!(out, "# HELP {name} Errors by kind.\n# TYPE {name} counter");

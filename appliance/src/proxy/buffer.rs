@@ -6,7 +6,10 @@
 //! through. A frame larger than the bound streams through in pieces; the
 //! bound only has to hold a command head or a reply header line.
 
+use std::future::Future;
+
 use monoio::buf::{IoBufMut, SliceMut};
+use monoio::io::AsyncReadRent;
 
 use crate::config::BUFFER_BYTES_INITIAL;
 
@@ -72,6 +75,35 @@ impl ConnBuf {
     /// Takes the whole buffer, e.g. to hand it to a write.
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
+    }
+
+    /// Reads from `r` into the free tail, unless `other` completes first.
+    /// `Ok(n)`: `n` bytes arrived (0 for the end of the stream or an error).
+    /// `Err(o)`: `other` won with `o`; the read is abandoned, the runtime
+    /// keeps its buffer until the kernel lets go of it, and whatever it
+    /// would have returned is discarded along with the unprocessed bytes,
+    /// so callers race a read only against the end of their connection.
+    pub async fn read_or<R: AsyncReadRent, F: Future>(
+        &mut self,
+        r: &mut R,
+        other: F,
+    ) -> Result<usize, F::Output> {
+        let read = r.read(self.spare());
+        let outcome = monoio::select! {
+            res = read => Ok(res),
+            o = other => Err(o),
+        };
+        match outcome {
+            Ok((res, slice)) => {
+                let n = res.unwrap_or(0);
+                self.restore(slice, n);
+                Ok(n)
+            }
+            Err(o) => {
+                self.reset();
+                Err(o)
+            }
+        }
     }
 
     /// Replaces a buffer lost to a cancelled read.

@@ -208,9 +208,10 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
     ctx.registry.drain_all();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let deadline = Instant::now() + grace;
+    // Accepting has stopped, so no session can miss the flag set above;
+    // each checks it at the top of its loops.
     while ctx.registry.live() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
-        ctx.registry.drain_all();
     }
     let left = ctx.registry.live();
     if left > 0 {

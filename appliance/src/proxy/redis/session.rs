@@ -1,11 +1,10 @@
 //! One client connection to a Redis target: phases and the two loops.
 //!
 //! Cancellation: both loops wait on a read raced against the session's
-//! wake-up. When the wake-up wins, the read future is dropped; the runtime
-//! keeps the buffer alive until the kernel lets go of it, and whatever that
-//! read would have returned is discarded. That only happens when the session
-//! is ending (or draining with nothing in flight), when unread input is
-//! dropped anyway.
+//! wake-up ([`ConnBuf::read_or`]). When the wake-up wins, whatever that read
+//! would have returned is discarded. That only happens when the session is
+//! ending (or draining with nothing in flight), when unread input is dropped
+//! anyway.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -311,14 +310,15 @@ async fn shared_reader(
             settle(SharedEnd::Dedicated);
             break;
         }
-        let read = cr.read(buf.spare());
-        let (res, slice) = monoio::select! {
-            r = read => r,
-            _ = control.wake_client_side.notified() => { buf.reset(); continue; }
-            _ = stop.notified() => { buf.reset(); continue; }
+        let woken = async {
+            monoio::select! {
+                _ = control.wake_client_side.notified() => {}
+                _ = stop.notified() => {}
+            }
         };
-        let n: usize = res.unwrap_or_default();
-        buf.restore(slice, n);
+        let Ok(n) = buf.read_or(&mut cr, woken).await else {
+            continue;
+        };
         if n == 0 {
             settle(SharedEnd::Closed(End::ClientGone));
             break;
@@ -519,16 +519,12 @@ async fn client_side(
                 .await;
                 break;
             }
-            let read = cr.read(buf.spare());
-            let (res, slice) = monoio::select! {
-                r = read => r,
-                _ = s.control.wake_client_side.notified() => {
-                    buf.reset();
-                    continue 'read;
-                }
+            let Ok(n) = buf
+                .read_or(&mut cr, s.control.wake_client_side.notified())
+                .await
+            else {
+                continue 'read;
             };
-            let n: usize = res.unwrap_or_default();
-            buf.restore(slice, n);
             if n == 0 {
                 s.finish(End::ClientGone);
                 break;
@@ -972,16 +968,12 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
             s.finish(End::UpstreamLost);
             break;
         }
-        let read = ur.read(buf.spare());
-        let (res, slice) = monoio::select! {
-            r = read => r,
-            _ = s.control.wake_upstream_side.notified() => {
-                buf.reset();
-                continue 'read;
-            }
+        let Ok(n) = buf
+            .read_or(&mut ur, s.control.wake_upstream_side.notified())
+            .await
+        else {
+            continue 'read;
         };
-        let n = res.unwrap_or(0);
-        buf.restore(slice, n);
         if n == 0 {
             if !s.ended() {
                 m.error(ErrorKind::UpstreamUnavailable);
@@ -1079,7 +1071,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     }
                     Expect::Quit => after = Some(End::Quit),
                     Expect::Replace(reply) if skip => {
-                        let (ok, _) = send_static(&mut cw, reply).await;
+                        let ok = send_static(&mut cw, reply).await;
                         m.client_bytes_sent.add(reply.len() as u64);
                         wrote_ok &= ok;
                     }
@@ -1150,9 +1142,9 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
     cw
 }
 
-async fn send_static(w: &mut ClientWrite, bytes: &'static [u8]) -> (bool, ()) {
+async fn send_static(w: &mut ClientWrite, bytes: &'static [u8]) -> bool {
     let (res, _) = w.write_all(bytes).await;
-    (res.is_ok(), ())
+    res.is_ok()
 }
 
 /// Decides whose frame starts at `data[0]`; `None` when more bytes are

@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use custos_parsers::resp::{Limits, Scanner};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -243,32 +243,28 @@ impl SharedUpstream {
                 warn!(target = %t.target.name, "reply header larger than buffer_bytes_max on the shared connection");
                 break;
             }
-            let read = r.read(buf.spare());
-            let (res, slice) = if self.fifo.borrow().is_empty() {
-                // Nothing owed: this is the only time an idle timer is armed.
+            // An idle timer is armed only while nothing is owed.
+            let owed = !self.fifo.borrow().is_empty();
+            let woken = async {
                 monoio::select! {
-                    r = read => r,
-                    _ = lost_wake.notified() => break,
-                    _ = monoio::time::sleep(idle) => {
-                        if self.fifo.borrow().is_empty() && self.out.borrow().is_empty() {
-                            debug!(target = %t.target.name, "closing idle shared upstream connection");
-                            lost.set(true);
-                            lost_wake.notify();
-                            self.wake_writer.notify();
-                            return ReaderEnd::Idle;
-                        }
-                        buf.reset();
-                        continue;
-                    }
-                }
-            } else {
-                monoio::select! {
-                    r = read => r,
-                    _ = lost_wake.notified() => break,
+                    _ = lost_wake.notified() => Wake::Lost,
+                    _ = monoio::time::sleep(idle), if !owed => Wake::Idle,
                 }
             };
-            let n = res.unwrap_or(0);
-            buf.restore(slice, n);
+            let n = match buf.read_or(&mut r, woken).await {
+                Ok(n) => n,
+                Err(Wake::Lost) => break,
+                Err(Wake::Idle) => {
+                    if self.fifo.borrow().is_empty() && self.out.borrow().is_empty() {
+                        debug!(target = %t.target.name, "closing idle shared upstream connection");
+                        lost.set(true);
+                        lost_wake.notify();
+                        self.wake_writer.notify();
+                        return ReaderEnd::Idle;
+                    }
+                    continue;
+                }
+            };
             if n == 0 {
                 break;
             }
@@ -341,6 +337,14 @@ impl SharedUpstream {
         lost_wake.notify();
         ReaderEnd::Lost
     }
+}
+
+/// What interrupted the shared connection's read.
+enum Wake {
+    /// The writer lost the connection.
+    Lost,
+    /// Nothing was owed for the idle period.
+    Idle,
 }
 
 /// Why the shared connection's reader stopped.
