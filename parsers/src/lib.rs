@@ -1,13 +1,17 @@
-//! Wire protocol parsing for custos: RESP2/RESP3 (Redis) and, later, the
-//! PostgreSQL frontend/backend protocol.
+//! Wire protocol parsing for custos: RESP2/RESP3 (Redis, [`resp`]) and the
+//! PostgreSQL frontend/backend protocol, versions 3.0 and 3.2 ([`pgwire`]).
 //!
 //! Everything here is pure: bytes in, views out. No I/O, no runtime, no
-//! `unsafe`. Parsers return offsets into the caller's buffer ([`BufRef`]) so
-//! that payloads are never copied, and separate "need more bytes"
-//! (`Ok(None)` / incomplete) from "invalid" (an error with a name).
+//! `unsafe`. Payloads are never copied: the RESP parsers return offsets
+//! into the caller's buffer ([`BufRef`]), which outlive a borrow of it; the
+//! PostgreSQL parsers return slices borrowed from one whole message, which
+//! the proxy handles and drops before it advances its buffer. All of them
+//! separate "need more bytes" (`Ok(None)` / incomplete) from "invalid" (an
+//! error with a name).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod pgwire;
 pub mod resp;
 
 /// A view into a buffer: the half-open byte range `start..end`.
