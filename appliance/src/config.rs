@@ -11,11 +11,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::secret::Secret;
+use crate::tls::UpstreamTls;
 
 /// Per-direction read buffer a connection starts with.
 pub const BUFFER_BYTES_INITIAL: usize = 4 * 1024;
@@ -137,6 +139,7 @@ struct RawTarget {
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
     upstream_tls: Option<Spanned<String>>,
+    upstream_tls_ca: Option<Spanned<PathBuf>>,
     allow_plaintext_auth: Option<bool>,
     buffer_bytes_max: Option<Spanned<usize>>,
     pending_replies_max: Option<Spanned<usize>>,
@@ -228,6 +231,15 @@ pub struct Target {
     /// Sessions that send one simple command at a time share a store
     /// connection per shard until they do anything else.
     pub upstream_sharing: bool,
+    /// PostgreSQL: the database every session uses; `None` forwards the
+    /// client's.
+    pub upstream_database: Option<String>,
+    /// The certificate clients see; `None` when the target offers no TLS.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether clients may authenticate without TLS.
+    pub allow_plaintext_auth: bool,
+    /// TLS towards the store; `None` for plain TCP.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl Default for Server {
@@ -380,15 +392,6 @@ fn validate_target(
         ));
     }
     let protocol = *t.protocol.get_ref();
-    if protocol == Protocol::Postgres {
-        return Err(ConfigError::at(
-            path,
-            src,
-            t.protocol.span(),
-            "target.protocol",
-            "\"postgres\" is not supported by this build yet",
-        ));
-    }
     let listen = parse_addr(path, src, &t.listen, "target.listen")?;
     let upstream = t.upstream.get_ref().clone();
     if !valid_host_port(&upstream) {
@@ -400,34 +403,13 @@ fn validate_target(
             format_args!("{upstream:?} is not host:port"),
         ));
     }
-    for (key, set) in [
-        ("target.tls_cert", t.tls_cert.as_ref().map(|s| s.span())),
-        ("target.tls_key", t.tls_key.as_ref().map(|s| s.span())),
-        (
-            "target.upstream_tls",
-            t.upstream_tls.as_ref().map(|s| s.span()),
-        ),
-    ] {
-        if let Some(sp) = set {
-            return Err(ConfigError::at(
-                path,
-                src,
-                sp,
-                key,
-                "TLS is not supported by this build yet",
-            ));
+    let tls = match protocol {
+        Protocol::Redis => {
+            redis_only(path, src, span.clone(), t)?;
+            TargetTls::default()
         }
-    }
-    if t.upstream_database.is_some() {
-        return Err(ConfigError::at(
-            path,
-            src,
-            span,
-            "target.upstream_database",
-            "only meaningful for protocol = \"postgres\"",
-        ));
-    }
-    let _ = t.allow_plaintext_auth;
+        Protocol::Postgres => postgres_tls(path, src, base, span.clone(), t)?,
+    };
 
     let auth = match &t.auth {
         None => {
@@ -539,7 +521,157 @@ fn validate_target(
         pending_replies_max,
         connect_timeout_ms,
         upstream_sharing: t.upstream_sharing.unwrap_or(true),
+        upstream_database: t.upstream_database.clone(),
+        client_tls: tls.client,
+        allow_plaintext_auth: t.allow_plaintext_auth.unwrap_or(false),
+        upstream_tls: tls.upstream,
     })
+}
+
+/// The TLS settings of a target.
+#[derive(Default)]
+struct TargetTls {
+    client: Option<Arc<rustls::ServerConfig>>,
+    upstream: Option<UpstreamTls>,
+}
+
+/// Refuses the keys a Redis target does not take (yet).
+fn redis_only(
+    path: &Path,
+    src: &str,
+    span: Range<usize>,
+    t: &RawTarget,
+) -> Result<(), ConfigError> {
+    for (key, set) in [
+        ("target.tls_cert", t.tls_cert.as_ref().map(|s| s.span())),
+        ("target.tls_key", t.tls_key.as_ref().map(|s| s.span())),
+        (
+            "target.upstream_tls",
+            t.upstream_tls.as_ref().map(|s| s.span()),
+        ),
+        (
+            "target.upstream_tls_ca",
+            t.upstream_tls_ca.as_ref().map(|s| s.span()),
+        ),
+    ] {
+        if let Some(sp) = set {
+            return Err(ConfigError::at(
+                path,
+                src,
+                sp,
+                key,
+                "TLS for Redis targets is not supported by this build yet",
+            ));
+        }
+    }
+    if t.upstream_database.is_some() {
+        return Err(ConfigError::at(
+            path,
+            src,
+            span,
+            "target.upstream_database",
+            "only meaningful for protocol = \"postgres\"",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a PostgreSQL target's user and TLS keys and loads its
+/// certificates.
+fn postgres_tls(
+    path: &Path,
+    src: &str,
+    base: &Path,
+    span: Range<usize>,
+    t: &RawTarget,
+) -> Result<TargetTls, ConfigError> {
+    if t.upstream_user.is_none() {
+        return Err(ConfigError::at(
+            path,
+            src,
+            span,
+            "target.upstream_user",
+            "missing: a PostgreSQL target logs in to the store as its own user",
+        ));
+    }
+    let client = match (&t.tls_cert, &t.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::server_config(
+                &base.join(cert.get_ref()),
+                &base.join(key.get_ref()),
+                &[crate::tls::ALPN_POSTGRESQL],
+            )
+            .map_err(|e| ConfigError::at(path, src, cert.span(), "target.tls_cert", e))?,
+        ),
+        (Some(cert), None) => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                cert.span(),
+                "target.tls_key",
+                "missing: tls_cert needs its tls_key",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                key.span(),
+                "target.tls_cert",
+                "missing: tls_key needs its tls_cert",
+            ));
+        }
+        (None, None) => None,
+    };
+    if client.is_none() && t.allow_plaintext_auth != Some(true) {
+        return Err(ConfigError::at(
+            path,
+            src,
+            span,
+            "target.tls_cert",
+            "missing: clients send their credentials over TLS; set tls_cert and tls_key, \
+             or allow_plaintext_auth = true for a trusted network",
+        ));
+    }
+    let require = match &t.upstream_tls {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "disable" => false,
+            "require" => true,
+            other => {
+                return Err(ConfigError::at(
+                    path,
+                    src,
+                    v.span(),
+                    "target.upstream_tls",
+                    format_args!("{other:?}: expected \"disable\" or \"require\""),
+                ));
+            }
+        },
+    };
+    let upstream = match (&t.upstream_tls_ca, require) {
+        (Some(ca), false) => {
+            return Err(ConfigError::at(
+                path,
+                src,
+                ca.span(),
+                "target.upstream_tls_ca",
+                "needs upstream_tls = \"require\"",
+            ));
+        }
+        (ca, true) => {
+            let ca_path = ca.as_ref().map(|c| base.join(c.get_ref()));
+            let tls = crate::tls::upstream_config(ca_path.as_deref()).map_err(|e| {
+                let sp = ca.as_ref().map_or(span.clone(), |c| c.span());
+                ConfigError::at(path, src, sp, "target.upstream_tls_ca", e)
+            })?;
+            crate::tls::server_name(t.upstream.get_ref())
+                .map_err(|e| ConfigError::at(path, src, t.upstream.span(), "target.upstream", e))?;
+            Some(tls)
+        }
+        (None, false) => None,
+    };
+    Ok(TargetTls { client, upstream })
 }
 
 fn parse_addr(
@@ -602,6 +734,56 @@ auth = "none"
         assert!(t.upstream_password.is_none());
     }
 
+    const POSTGRES: &str = r#"
+[[target]]
+name = "memory"
+protocol = "postgres"
+listen = "127.0.0.1:5433"
+upstream = "127.0.0.1:5432"
+upstream_user = "app"
+auth = "none"
+"#;
+
+    #[test]
+    fn postgres_target_needs_tls_or_an_explicit_plaintext_opt_in() {
+        let e = parse(POSTGRES).unwrap_err().to_string();
+        assert!(e.contains("`target.tls_cert`: missing"), "{e}");
+        let c = parse(&format!("{POSTGRES}allow_plaintext_auth = true\n")).unwrap();
+        let t = &c.targets[0];
+        assert_eq!(t.protocol, Protocol::Postgres);
+        assert!(t.allow_plaintext_auth && t.client_tls.is_none() && t.upstream_tls.is_none());
+    }
+
+    #[test]
+    fn postgres_tls_keys_are_checked() {
+        let plain = format!("{POSTGRES}allow_plaintext_auth = true\n");
+        for (extra, want) in [
+            ("upstream_tls = \"maybe\"", "line 10: `target.upstream_tls`"),
+            (
+                "upstream_tls_ca = \"ca.pem\"",
+                "line 10: `target.upstream_tls_ca`: needs",
+            ),
+            (
+                "tls_cert = \"cert.pem\"",
+                "line 10: `target.tls_key`: missing",
+            ),
+            (
+                "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"",
+                "line 10: `target.tls_cert`",
+            ),
+        ] {
+            let e = parse(&format!("{plain}{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let c = parse(&format!("{plain}upstream_tls = \"require\"\n")).unwrap();
+        assert!(
+            c.targets[0]
+                .upstream_tls
+                .as_ref()
+                .is_some_and(|u| !u.verified)
+        );
+    }
+
     #[test]
     fn workers_auto_is_the_core_count() {
         let c = parse(&MINIMAL.replace("workers = 2", "workers = \"auto\"")).unwrap();
@@ -636,7 +818,7 @@ auth = "none"
             (
                 r#"protocol = "redis""#,
                 r#"protocol = "postgres""#,
-                "line 8: `target.protocol`",
+                "`target.upstream_user`: missing",
             ),
             (
                 r#"protocol = "redis""#,

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod secret;
+pub mod tls;

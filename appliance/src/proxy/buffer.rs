@@ -67,6 +67,28 @@ impl ConnBuf {
         }
     }
 
+    /// Fills the free tail from a synchronous source (decrypted TLS data):
+    /// `f` gets the tail, returns how many bytes it wrote.
+    pub fn fill_with(
+        &mut self,
+        f: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        self.buf.resize(cap, 0);
+        let res = f(&mut self.buf[len..]);
+        let n = *res.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        if n > 0 {
+            if n < cap / 8 {
+                self.small_reads = self.small_reads.saturating_add(1);
+            } else {
+                self.small_reads = 0;
+            }
+        }
+        res
+    }
+
     /// Puts the buffer back after a write that borrowed it whole.
     pub fn put(&mut self, v: Vec<u8>) {
         self.buf = v;

@@ -6,7 +6,9 @@
 //! does; connection buffers and closing live here.
 
 pub mod buffer;
+pub mod postgres;
 pub mod redis;
+pub mod stream;
 
 use std::time::Duration;
 

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, IoDriver};
 use crate::metrics::Metrics;
+use crate::proxy::postgres::cancel::CancelKeys;
 
 /// State every thread sees. Written rarely (start, stop); read by the
 /// control plane and polled by the shards.
@@ -37,6 +38,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Which I/O driver the shards use.
     pub driver: Driver,
+    /// PostgreSQL cancel keys issued to clients, whichever shard serves them.
+    pub cancel_keys: Arc<CancelKeys>,
 }
 
 /// The I/O driver the shards run on, decided once at start.
@@ -99,6 +102,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         stopping: AtomicBool::new(false),
         driver,
         config: config.clone(),
+        cancel_keys: Arc::new(CancelKeys::default()),
     });
 
     let (tx, rx) = mpsc::channel::<Event>();

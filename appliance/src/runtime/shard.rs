@@ -42,6 +42,8 @@ pub struct TargetCtx {
     pub upstream_auth: Option<Box<[u8]>>,
     /// Shard-local latency histogram.
     pub latency: LocalLatency,
+    /// PostgreSQL: SCRAM keys derived from the appliance's credential.
+    pub scram: crate::proxy::postgres::scram::KeyCache,
     shared: Arc<Shared>,
     shard: usize,
 }
@@ -159,6 +161,7 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
                 target: t.clone(),
                 index,
                 latency: LocalLatency::default(),
+                scram: Default::default(),
                 shared: shared.clone(),
                 shard: id,
             })
@@ -275,7 +278,14 @@ async fn accept_loop(
                     peer,
                 ));
             }
-            Protocol::Postgres => drop(stream),
+            Protocol::Postgres => {
+                monoio::spawn(crate::proxy::postgres::serve(
+                    ctx.clone(),
+                    target.clone(),
+                    stream,
+                    peer,
+                ));
+            }
         }
     }
 }

@@ -1,0 +1,613 @@
+//! One client connection to a PostgreSQL target: from the startup phase to
+//! the two forwarding loops and the last word.
+//!
+//! Messages are forwarded whole, straight from the connection's buffer,
+//! when they fit in `buffer_bytes_max`; larger ones (COPY data, wide rows,
+//! huge statements) stream through as their bytes arrive. The client side
+//! counts the points at which the store owes a ReadyForQuery (Query, Sync,
+//! FunctionCall); the store side counts them off. That count is the
+//! session's notion of "idle", used for draining at shutdown, for latency,
+//! and to bound how far a client may pipeline ahead of the store.
+//!
+//! Cancellation: both loops wait on a read raced against the session's
+//! wake-up. When the wake-up wins, what the read would have returned is
+//! discarded; that only happens when the session is ending.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use custos_parsers::pgwire::{self, backend, encode, frontend};
+use monoio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::cancel;
+use super::sqlstate;
+use super::startup::{self, ClientStart};
+use super::upstream::{self, UpstreamError};
+use crate::metrics::ErrorKind;
+use crate::proxy::Identity;
+use crate::proxy::buffer::ConnBuf;
+use crate::proxy::stream::{self, StreamRead, StreamWrite};
+use crate::runtime::notify::LocalNotify;
+use crate::runtime::registry::SessionControl;
+use crate::runtime::shard::{ShardCtx, TargetCtx};
+
+/// How long ending a session waits to tell the store it is leaving.
+const TERMINATE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed or reset its connection.
+    ClientGone,
+    /// The client sent Terminate.
+    Terminated,
+    /// The store closed or failed.
+    UpstreamLost,
+    /// The client sent something that is not the protocol.
+    ProtocolError,
+    /// The shard is stopping and the session was idle.
+    Drained,
+    /// The shard's grace period ran out.
+    Aborted,
+}
+
+/// State both loops of a session share (one thread, one task: cells).
+struct Session {
+    target: Rc<TargetCtx>,
+    control: Rc<SessionControl>,
+    peer: SocketAddr,
+    end: Cell<Option<End>>,
+    /// When each sync point whose ReadyForQuery is still owed was sent.
+    syncs: RefCell<VecDeque<Instant>>,
+    /// Transaction status of the last ReadyForQuery.
+    status: Cell<u8>,
+    /// A message is partly forwarded to the store / to the client.
+    client_mid_message: Cell<bool>,
+    store_mid_message: Cell<bool>,
+    /// Part of a client message waits in the buffer for the rest.
+    client_buffered: Cell<bool>,
+    /// The store already told the client why it is ending the session.
+    store_said_fatal: Cell<bool>,
+    /// The protocol error to report to the client.
+    protocol_error: RefCell<Option<String>>,
+    /// Wakes the client side when a ReadyForQuery frees room.
+    space: LocalNotify,
+}
+
+impl Session {
+    fn finish(&self, end: End) {
+        if self.end.get().is_none() {
+            self.end.set(Some(end));
+        }
+        self.control.wake_client_side.notify();
+        self.control.wake_upstream_side.notify();
+        self.space.notify();
+    }
+
+    #[inline]
+    fn ended(&self) -> bool {
+        self.end.get().is_some()
+    }
+
+    /// No statement in flight, no transaction open, no message half sent.
+    fn idle(&self) -> bool {
+        self.syncs.borrow().is_empty()
+            && self.status.get() == b'I'
+            && !self.client_mid_message.get()
+            && !self.client_buffered.get()
+            && !self.store_mid_message.get()
+    }
+
+    /// Checks the shard's requests: abort now, or end when idle.
+    fn check_control(&self) {
+        if self.control.abort.get() {
+            self.finish(End::Aborted);
+        } else if self.control.draining.get() && self.idle() {
+            self.finish(End::Drained);
+        }
+    }
+}
+
+/// Serves one client connection of a PostgreSQL target until it ends.
+pub async fn serve(
+    shard: Rc<ShardCtx>,
+    target: Rc<TargetCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let m = target.metrics();
+    m.connections_open.add(1);
+    m.connections_total.add(1);
+    let registration = shard.registry.register();
+    // The startup phase ends early when the shard stops.
+    let start = monoio::select! {
+        s = startup::accept(&shard, &target, client, peer) => s,
+        _ = registration.control.wake_client_side.notified() => None,
+    };
+    if let Some(start) = start {
+        run(&shard, &target, &registration.control, peer, start).await;
+    }
+    drop(registration);
+    m.connections_open.sub(1);
+}
+
+async fn run(
+    shard: &ShardCtx,
+    target: &Rc<TargetCtx>,
+    control: &Rc<SessionControl>,
+    peer: SocketAddr,
+    start: ClientStart,
+) {
+    let ClientStart {
+        read,
+        mut write,
+        buf,
+        user,
+        database,
+        params,
+        minor,
+        unrecognized,
+    } = start;
+
+    // Authentication phase. Under `auth = "none"` every client is the
+    // anonymous identity; token verification takes this place.
+    let identity = Identity::anonymous();
+    debug!(
+        shard = shard.id,
+        target = %target.target.name,
+        %peer,
+        subject = %identity.subject,
+        user = %String::from_utf8_lossy(&user),
+        "session start"
+    );
+
+    let up = match upstream::connect(target, &params, database.as_deref()).await {
+        Ok(up) => up,
+        Err(e) => {
+            warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
+            let m = target.metrics();
+            match e {
+                UpstreamError::Refused { error, .. } => {
+                    m.error(ErrorKind::UpstreamUnavailable);
+                    let _ = write.write_vec(error).await;
+                    stream::lingering_close(read, write).await;
+                }
+                UpstreamError::Credential { .. } => {
+                    m.error(ErrorKind::UpstreamAuth);
+                    startup::refuse(
+                        target,
+                        read,
+                        write,
+                        sqlstate::CONNECTION_FAILURE,
+                        "custos: upstream unavailable (the store refused the appliance's credential)",
+                    )
+                    .await;
+                }
+                UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Malformed { .. } => {
+                    startup::refuse(
+                        target,
+                        read,
+                        write,
+                        sqlstate::CONNECTION_FAILURE,
+                        "custos: upstream unavailable",
+                    )
+                    .await;
+                }
+            }
+            return;
+        }
+    };
+
+    // The client's key stands for the store connection's; the store's own
+    // key never leaves the appliance.
+    let key = shard.shared.cancel_keys.issue(cancel::Upstream {
+        target: target.index,
+        pid: up.pid,
+        secret: up.secret.clone().into_boxed_slice(),
+    });
+    let mut hello = Vec::with_capacity(256 + up.relay.len());
+    if minor > 0 || !unrecognized.is_empty() {
+        let names: Vec<&[u8]> = unrecognized.iter().map(Vec::as_slice).collect();
+        encode::negotiate_protocol_version(&mut hello, 0, &names);
+    }
+    encode::authentication_ok(&mut hello);
+    hello.extend_from_slice(&up.relay);
+    if let Some(k) = &key {
+        encode::backend_key_data(&mut hello, k.pid, &k.secret);
+    }
+    encode::ready_for_query(&mut hello, up.status);
+    target.metrics().client_bytes_sent.add(hello.len() as u64);
+    let (res, _) = write.write_vec(hello).await;
+    if res.is_err() {
+        return;
+    }
+
+    let s = Session {
+        target: target.clone(),
+        control: control.clone(),
+        peer,
+        end: Cell::new(None),
+        syncs: RefCell::new(VecDeque::new()),
+        status: Cell::new(up.status),
+        client_mid_message: Cell::new(false),
+        store_mid_message: Cell::new(false),
+        client_buffered: Cell::new(false),
+        store_said_fatal: Cell::new(false),
+        protocol_error: RefCell::new(None),
+        space: LocalNotify::default(),
+    };
+    let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
+    let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
+        client_side(&s, read, uwrite, buf),
+        upstream_side(&s, uread, write, ubuf)
+    );
+    drop((key, uread));
+    let end = s.end.get();
+    debug!(shard = shard.id, target = %target.target.name, %peer, ?end, "session end");
+    last_words(&s, end, cread, cwrite, uwrite).await;
+}
+
+/// Tells the client why the session ends (unless it left, or a message to
+/// it is half written) and the store that the session is over.
+async fn last_words(
+    s: &Session,
+    end: Option<End>,
+    cread: StreamRead,
+    mut cwrite: StreamWrite,
+    mut uwrite: StreamWrite,
+) {
+    if !matches!(end, Some(End::UpstreamLost)) && !s.client_mid_message.get() {
+        let mut bye = Vec::with_capacity(5);
+        frontend_terminate(&mut bye);
+        let _ = monoio::time::timeout(TERMINATE_TIMEOUT, uwrite.write_vec(bye)).await;
+    }
+    drop(uwrite);
+    let (code, message) = match end {
+        None | Some(End::ClientGone) | Some(End::Terminated) => return,
+        Some(End::Drained) | Some(End::Aborted) => (
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command".to_owned(),
+        ),
+        Some(End::UpstreamLost) if s.store_said_fatal.get() => {
+            stream::lingering_close(cread, cwrite).await;
+            return;
+        }
+        Some(End::UpstreamLost) => (
+            sqlstate::CONNECTION_FAILURE,
+            "custos: upstream unavailable (the connection to the store was lost)".to_owned(),
+        ),
+        Some(End::ProtocolError) => (
+            sqlstate::PROTOCOL_VIOLATION,
+            s.protocol_error
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| "invalid message".to_owned()),
+        ),
+    };
+    if !s.store_mid_message.get() {
+        let mut out = Vec::with_capacity(64 + message.len());
+        encode::error_response(&mut out, "FATAL", code, &message, None, None);
+        s.target.metrics().client_bytes_sent.add(out.len() as u64);
+        let _ = cwrite.write_vec(out).await;
+    }
+    if matches!(end, Some(End::Aborted)) {
+        drop((cread, cwrite));
+    } else {
+        stream::lingering_close(cread, cwrite).await;
+    }
+}
+
+fn frontend_terminate(out: &mut Vec<u8>) {
+    encode::terminate(out);
+}
+
+/// Whether a frontend tag may appear once the session is established.
+fn session_tag(tag: u8) -> bool {
+    use frontend::tag::*;
+    matches!(
+        tag,
+        QUERY
+            | PARSE
+            | BIND
+            | DESCRIBE
+            | EXECUTE
+            | SYNC
+            | FLUSH
+            | CLOSE
+            | COPY_DATA
+            | COPY_DONE
+            | COPY_FAIL
+            | FUNCTION_CALL
+            | TERMINATE
+    )
+}
+
+/// Reads client messages and forwards them to the store.
+async fn client_side(
+    s: &Session,
+    mut cread: StreamRead,
+    mut uwrite: StreamWrite,
+    mut buf: ConnBuf,
+) -> (StreamRead, StreamWrite) {
+    use frontend::tag;
+    let m = s.target.metrics();
+    let limits = pgwire::Limits::frontend();
+    let bound = s.target.target.buffer_bytes_max;
+    let pending_max = s.target.target.pending_replies_max;
+    // Bytes of a message larger than the buffer still to stream through.
+    let mut partial: usize = 0;
+    let mut unprocessed = !buf.bytes().is_empty();
+    loop {
+        s.check_control();
+        if s.ended() {
+            break;
+        }
+        if unprocessed {
+            unprocessed = false;
+        } else {
+            if !buf.make_room() {
+                // Only an incomplete message that fits the bound is kept,
+                // so a full buffer cannot happen; refuse rather than spin.
+                protocol_error(s, "message larger than the connection's buffer");
+                break;
+            }
+            let n = monoio::select! {
+                r = cread.read(&mut buf) => r.unwrap_or(0),
+                _ = until_end(s, &s.control.wake_client_side) => break,
+            };
+            if n == 0 {
+                s.finish(End::ClientGone);
+                break;
+            }
+            m.client_bytes_received.add(n as u64);
+        }
+
+        let data = buf.bytes();
+        let mut pos = 0;
+        let mut terminate = false;
+        let mut bad: Option<String> = None;
+        let now = Instant::now();
+        if partial > 0 {
+            let take = partial.min(data.len());
+            pos = take;
+            partial -= take;
+        }
+        while partial == 0 && pos < data.len() {
+            let h = match pgwire::header(&data[pos..], &limits) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(format!("invalid message: {e}"));
+                    break;
+                }
+            };
+            if !session_tag(h.tag) {
+                bad = Some(format!(
+                    "invalid frontend message type {:?}",
+                    char::from(h.tag)
+                ));
+                break;
+            }
+            let avail = data.len() - pos;
+            if h.len > avail {
+                if h.len <= bound {
+                    // Wait for the whole message.
+                    break;
+                }
+                partial = h.len - avail;
+            }
+            match h.tag {
+                tag::QUERY | tag::FUNCTION_CALL => {
+                    m.commands.add(1);
+                    s.syncs.borrow_mut().push_back(now);
+                }
+                tag::SYNC => s.syncs.borrow_mut().push_back(now),
+                tag::EXECUTE => m.commands.add(1),
+                tag::TERMINATE => terminate = true,
+                _ => {}
+            }
+            pos += h.len.min(avail);
+            if terminate {
+                break;
+            }
+        }
+        s.client_mid_message.set(partial > 0);
+        s.client_buffered.set(pos < data.len());
+
+        if pos > 0 {
+            let v = buf.take();
+            let (res, v) = uwrite.write_range(v, 0, pos).await;
+            buf.put(v);
+            buf.consume(pos);
+            if res.is_err() {
+                s.finish(End::UpstreamLost);
+                break;
+            }
+        }
+        if terminate {
+            s.finish(End::Terminated);
+            break;
+        }
+        if let Some(why) = bad {
+            // What came before the bad message is answered first, as the
+            // store would have answered it before reading further.
+            wait_for_replies(s).await;
+            protocol_error(s, &why);
+            break;
+        }
+        if s.syncs.borrow().len() >= pending_max && !wait_for_space(s, pending_max).await {
+            break;
+        }
+    }
+    (cread, uwrite)
+}
+
+/// Completes when the session is to end; wake-ups that do not end it (a
+/// drain request while statements are in flight) are absorbed, so the read
+/// raced against this is never abandoned with input still to process.
+async fn until_end(s: &Session, wake: &LocalNotify) {
+    loop {
+        wake.notified().await;
+        s.check_control();
+        if s.ended() {
+            return;
+        }
+    }
+}
+
+fn protocol_error(s: &Session, why: &str) {
+    s.target.metrics().error(ErrorKind::ClientProtocol);
+    debug!(target = %s.target.target.name, peer = %s.peer, error = why, "client protocol error");
+    *s.protocol_error.borrow_mut() = Some(why.to_owned());
+    s.finish(End::ProtocolError);
+}
+
+/// Waits until every ReadyForQuery owed has arrived, or the session ends.
+async fn wait_for_replies(s: &Session) {
+    while !s.ended() && !s.syncs.borrow().is_empty() {
+        monoio::select! {
+            _ = s.space.notified() => {}
+            _ = s.control.wake_client_side.notified() => s.check_control(),
+        }
+    }
+}
+
+/// Waits for the store to catch up; `false` when the session ended instead.
+async fn wait_for_space(s: &Session, pending_max: usize) -> bool {
+    loop {
+        if s.ended() {
+            return false;
+        }
+        if s.syncs.borrow().len() < pending_max {
+            return true;
+        }
+        monoio::select! {
+            _ = s.space.notified() => {}
+            _ = s.control.wake_client_side.notified() => s.check_control(),
+        }
+    }
+}
+
+/// Reads the store's messages and forwards them to the client.
+async fn upstream_side(
+    s: &Session,
+    mut uread: StreamRead,
+    mut cwrite: StreamWrite,
+    mut buf: ConnBuf,
+) -> (StreamRead, StreamWrite) {
+    use backend::tag;
+    let m = s.target.metrics();
+    let limits = pgwire::Limits::backend();
+    let bound = s.target.target.buffer_bytes_max;
+    let mut partial: usize = 0;
+    let mut unprocessed = !buf.bytes().is_empty();
+    loop {
+        if s.control.abort.get() {
+            s.finish(End::Aborted);
+        }
+        if s.ended() {
+            break;
+        }
+        if unprocessed {
+            unprocessed = false;
+        } else {
+            if !buf.make_room() {
+                warn!(target = %s.target.target.name, "store message larger than the connection's buffer");
+                s.finish(End::UpstreamLost);
+                break;
+            }
+            let n = monoio::select! {
+                r = uread.read(&mut buf) => r.unwrap_or(0),
+                _ = until_end(s, &s.control.wake_upstream_side) => break,
+            };
+            if n == 0 {
+                s.finish(End::UpstreamLost);
+                break;
+            }
+        }
+
+        let data = buf.bytes();
+        let mut pos = 0;
+        let mut ready = false;
+        let mut broken = false;
+        if partial > 0 {
+            let take = partial.min(data.len());
+            pos = take;
+            partial -= take;
+        }
+        while partial == 0 && pos < data.len() {
+            let h = match pgwire::header(&data[pos..], &limits) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(target = %s.target.target.name, error = %e, "the store broke the protocol");
+                    broken = true;
+                    break;
+                }
+            };
+            let avail = data.len() - pos;
+            if h.len > avail {
+                if h.len <= bound {
+                    break;
+                }
+                partial = h.len - avail;
+                pos = data.len();
+                break;
+            }
+            let msg = &data[pos..pos + h.len];
+            match h.tag {
+                tag::READY_FOR_QUERY => {
+                    if let Ok(backend::Message::ReadyForQuery { status }) = backend::parse(msg) {
+                        s.status.set(status);
+                    }
+                    if let Some(sent) = s.syncs.borrow_mut().pop_front() {
+                        s.target
+                            .latency
+                            .record_us(sent.elapsed().as_micros() as u64);
+                    }
+                    ready = true;
+                }
+                tag::ERROR_RESPONSE => {
+                    if let Ok(backend::Message::ErrorResponse(f)) = backend::parse(msg)
+                        && f.severity().is_some_and(|v| v == b"FATAL" || v == b"PANIC")
+                    {
+                        s.store_said_fatal.set(true);
+                    }
+                }
+                _ => {}
+            }
+            pos += h.len;
+        }
+        s.store_mid_message.set(partial > 0);
+
+        if pos > 0 {
+            let v = buf.take();
+            let (res, v) = cwrite.write_range(v, 0, pos).await;
+            buf.put(v);
+            buf.consume(pos);
+            if res.is_err() {
+                s.finish(End::ClientGone);
+                break;
+            }
+            m.client_bytes_sent.add(pos as u64);
+        }
+        if broken {
+            s.finish(End::UpstreamLost);
+            break;
+        }
+        if ready {
+            s.space.notify();
+            if s.control.draining.get() && s.idle() {
+                s.finish(End::Drained);
+                break;
+            }
+        }
+    }
+    (uread, cwrite)
+}
