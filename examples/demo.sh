@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# Runs custos in front of a throwaway Redis and sends a few commands through it.
+# Runs custos in front of a throwaway Redis and PostgreSQL and sends a few
+# commands and statements through it.
 #
 #   examples/demo.sh          (from the repository root or anywhere else)
 #
-# Starts redis-server on 127.0.0.1:16379 with an ACL user `custos` and a random
-# password (data in a temporary folder, nothing persisted), writes that password
-# to examples/secrets/redis, builds custos and runs it with examples/custos.toml
-# (clients on 127.0.0.1:6380, admin on 127.0.0.1:9090), then shows redis-cli
-# replies through the appliance. Everything started here is stopped on exit.
-#
-# Only Redis for now: the appliance does not speak PostgreSQL yet.
+# Starts redis-server on 127.0.0.1:16379 with an ACL user `custos`, and
+# PostgreSQL 15 on 127.0.0.1:15432 with a role `custos` owning a database
+# `memory`, each with a random password (data in a temporary folder, nothing
+# persisted); writes those passwords and a self-signed TLS certificate to
+# examples/secrets/, builds custos and runs it with examples/custos.toml
+# (Redis clients on 127.0.0.1:6380, PostgreSQL clients on 127.0.0.1:5433 over
+# TLS, admin on 127.0.0.1:9090), then shows redis-cli and psql going through
+# the appliance. Everything started here is stopped on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-for tool in redis-server redis-cli cargo curl; do
+pg_bin=/usr/lib/postgresql/15/bin
+for tool in redis-server redis-cli cargo curl psql openssl "$pg_bin/initdb"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "demo: $tool is missing (apt-get install redis-server redis-tools curl; cargo from rustup)" >&2
+    echo "demo: $tool is missing (apt-get install redis-server redis-tools postgresql-15 postgresql-client-15 openssl curl; cargo from rustup)" >&2
     exit 1
   fi
 done
-for port in 16379 6380 9090; do
+for port in 16379 6380 15432 5433 9090; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use; stop what listens there first" >&2
     exit 1
@@ -30,18 +33,25 @@ done
 
 work=$(mktemp -d -t custos-demo.XXXXXX)
 redis_pid=""
+pg_pid=""
 custos_pid=""
 cleanup() {
   [ -n "$custos_pid" ] && kill "$custos_pid" 2>/dev/null && wait "$custos_pid" 2>/dev/null || true
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
+  [ -n "$pg_pid" ] && kill -INT "$pg_pid" 2>/dev/null && wait "$pg_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
 password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-mkdir -p examples/secrets
+pg_password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+mkdir -p examples/secrets/tls
 umask 077
 printf '%s' "$password" > examples/secrets/redis
+printf '%s' "$pg_password" > examples/secrets/postgres
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout examples/secrets/tls/key.pem -out examples/secrets/tls/cert.pem 2>/dev/null
 umask 022
 
 echo "== starting redis-server on 127.0.0.1:16379 (ACL user custos)"
@@ -53,6 +63,27 @@ for _ in $(seq 100); do
   redis-cli -p 16379 --user custos --pass "$password" --no-auth-warning PING >/dev/null 2>&1 && break
   sleep 0.1
 done
+
+echo "== starting PostgreSQL on 127.0.0.1:15432 (role custos, database memory)"
+# PostgreSQL refuses to run as root; run it as the postgres user then.
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  as_pg=(runuser -u postgres --)
+  chown postgres "$work"
+fi
+printf '%s' "$pg_password" > "$work/pgpass"
+[ "$(id -u)" = 0 ] && chown postgres "$work/pgpass"
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg" -U postgres -A scram-sha-256 \
+  --pwfile="$work/pgpass" >"$work/initdb.log" 2>&1
+"${as_pg[@]}" "$pg_bin/postgres" -D "$work/pg" -p 15432 -c listen_addresses=127.0.0.1 \
+  -c unix_socket_directories="$work" >"$work/postgres.log" 2>&1 &
+pg_pid=$!
+for _ in $(seq 100); do
+  PGPASSWORD=$pg_password psql -h 127.0.0.1 -p 15432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+PGPASSWORD=$pg_password psql -h 127.0.0.1 -p 15432 -U postgres -d postgres -q \
+  -c "create role custos login password '$pg_password'" -c "create database memory owner custos"
 
 echo "== building custos"
 cargo build --quiet -p custos --bin custos
@@ -85,5 +116,16 @@ run HSET user:1 name ada lang rust
 run HGETALL user:1
 run ACL WHOAMI
 echo "== the store sees the appliance's user; the client never had its password"
+
+pg() {
+  printf '$ psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -c "%s"\n' "$1"
+  psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -X -c "$1"
+}
+echo "== statements through custos over TLS (no store password on the client side)"
+pg "create table if not exists notes (id serial primary key, body text)"
+pg "insert into notes (body) values ('remember the milk'), ('call ada')"
+pg "select id, body, current_user as store_role from notes"
+echo "== a client without TLS is refused"
+psql "host=127.0.0.1 port=5433 user=alice sslmode=disable" -X -c "select 1" || true
 echo "== metrics (excerpt)"
 curl -fsS http://127.0.0.1:9090/metrics | grep -E '^custos_(commands_total|connections_total)' || true

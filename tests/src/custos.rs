@@ -5,14 +5,18 @@
 //! process' stderr), so tests can assert on log lines.
 
 use crate::SETTLE_TIMEOUT;
+use crate::certs::Certs;
 use crate::metrics::Metrics;
 use crate::net::{free_port, http_get};
+use crate::postgres_server::PostgresServer;
 use crate::process::{ChildGuard, ToolOutput, poll_until, run_tool, tail};
 use crate::redis_server::RedisServer;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -28,6 +32,8 @@ pub enum PasswordSource {
         /// Its value.
         value: String,
     },
+    /// No password key at all (an upstream that trusts the appliance).
+    None,
 }
 
 /// One `[[target]]`.
@@ -51,6 +57,18 @@ pub struct TargetConfig {
     pub pending_replies_max: Option<u64>,
     /// `connect_timeout_ms`, when set.
     pub connect_timeout_ms: Option<u64>,
+    /// `upstream_database` (PostgreSQL), when set.
+    pub upstream_database: Option<String>,
+    /// `tls_cert`, when set.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`, when set.
+    pub tls_key: Option<PathBuf>,
+    /// `allow_plaintext_auth`, when set.
+    pub allow_plaintext_auth: Option<bool>,
+    /// `upstream_tls` (`"disable"` or `"require"`), when set.
+    pub upstream_tls: Option<String>,
+    /// `upstream_tls_ca`, when set.
+    pub upstream_tls_ca: Option<PathBuf>,
     /// Raw TOML lines appended to the table (for keys the builder lacks).
     pub extra: String,
 }
@@ -68,8 +86,95 @@ impl TargetConfig {
             buffer_bytes_max: None,
             pending_replies_max: None,
             connect_timeout_ms: None,
+            upstream_database: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: None,
+            upstream_tls: None,
+            upstream_tls_ca: None,
             extra: String::new(),
         }
+    }
+
+    /// A PostgreSQL target named `name` fronting `upstream` as its
+    /// application role, in development mode (`auth = "none"`), without
+    /// client TLS and so with `allow_plaintext_auth = true`, and without
+    /// `upstream_database` (the client's database name is forwarded).
+    pub fn postgres(name: &str, upstream: &PostgresServer) -> Self {
+        TargetConfig {
+            name: name.into(),
+            protocol: "postgres".into(),
+            upstream_port: upstream.port(),
+            upstream_user: upstream.user().into(),
+            password: PasswordSource::File(upstream.password().into()),
+            auth: "none".into(),
+            buffer_bytes_max: None,
+            pending_replies_max: None,
+            connect_timeout_ms: None,
+            upstream_database: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: Some(true),
+            upstream_tls: None,
+            upstream_tls_ca: None,
+            extra: String::new(),
+        }
+    }
+
+    /// Renames the target.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets `upstream_database`.
+    pub fn upstream_database(mut self, database: &str) -> Self {
+        self.upstream_database = Some(database.into());
+        self
+    }
+
+    /// Sets `tls_cert` and `tls_key` to the server certificate of `certs`.
+    pub fn client_tls(mut self, certs: &Certs) -> Self {
+        self.tls_cert = Some(certs.cert());
+        self.tls_key = Some(certs.key());
+        self
+    }
+
+    /// Sets `allow_plaintext_auth`; `None` leaves the key out (its default).
+    pub fn allow_plaintext_auth(mut self, allow: Option<bool>) -> Self {
+        self.allow_plaintext_auth = allow;
+        self
+    }
+
+    /// Sets `upstream_tls` (`"disable"` or `"require"`).
+    pub fn upstream_tls(mut self, mode: &str) -> Self {
+        self.upstream_tls = Some(mode.into());
+        self
+    }
+
+    /// Sets `upstream_tls_ca`.
+    pub fn upstream_tls_ca(mut self, ca: &Path) -> Self {
+        self.upstream_tls_ca = Some(ca.to_path_buf());
+        self
+    }
+
+    /// Sets how the upstream password is passed.
+    pub fn password(mut self, password: PasswordSource) -> Self {
+        self.password = password;
+        self
+    }
+
+    /// Sets `buffer_bytes_max`.
+    pub fn buffer_bytes_max(mut self, bytes: u64) -> Self {
+        self.buffer_bytes_max = Some(bytes);
+        self
+    }
+
+    /// Appends a raw TOML line to the table.
+    pub fn extra_line(mut self, line: &str) -> Self {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
     }
 }
 
@@ -86,6 +191,8 @@ pub struct CustosConfig {
     pub targets: Vec<TargetConfig>,
     /// Raw TOML lines appended to `[server]`.
     pub server_extra: String,
+    /// Raw TOML sections (such as `[identity]`) written before the targets.
+    pub sections: String,
 }
 
 impl CustosConfig {
@@ -98,7 +205,33 @@ impl CustosConfig {
             log_format: None,
             targets: vec![TargetConfig::redis("cache", upstream)],
             server_extra: String::new(),
+            sections: String::new(),
         }
+    }
+
+    /// One PostgreSQL target named `pg` in front of `upstream` (see
+    /// [`TargetConfig::postgres`]), two workers.
+    pub fn postgres(upstream: &PostgresServer) -> Self {
+        Self::single(TargetConfig::postgres("pg", upstream))
+    }
+
+    /// `target` alone, two workers.
+    pub fn single(target: TargetConfig) -> Self {
+        CustosConfig {
+            workers: Some("2".into()),
+            shutdown_grace_ms: None,
+            log_format: None,
+            targets: vec![target],
+            server_extra: String::new(),
+            sections: String::new(),
+        }
+    }
+
+    /// Changes the first target with `f`.
+    pub fn map_target(mut self, f: impl FnOnce(TargetConfig) -> TargetConfig) -> Self {
+        let first = self.targets.remove(0);
+        self.targets.insert(0, f(first));
+        self
     }
 
     fn first(&mut self) -> &mut TargetConfig {
@@ -133,6 +266,7 @@ impl CustosConfig {
     pub fn password_from_env(mut self, var: &str) -> Self {
         let value = match &self.first().password {
             PasswordSource::File(v) | PasswordSource::Env { value: v, .. } => v.clone(),
+            PasswordSource::None => panic!("the first target has no password to move"),
         };
         self.first().password = PasswordSource::Env {
             var: var.into(),
@@ -165,10 +299,26 @@ impl CustosConfig {
         self
     }
 
+    /// Adds a raw TOML section (such as `[identity]`).
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections.push_str(toml);
+        self
+    }
+
     /// Adds a target.
     pub fn add_target(mut self, target: TargetConfig) -> Self {
         self.targets.push(target);
         self
+    }
+
+    /// Renders the configuration into `dir/custos.toml` with fresh ports,
+    /// for `custos check-config`; returns the file's path.
+    pub fn write_to(&self, dir: &Path) -> PathBuf {
+        let ports: Vec<u16> = self.targets.iter().map(|_| free_port()).collect();
+        let toml = self.render(free_port(), &ports, dir);
+        let path = dir.join("custos.toml");
+        std::fs::write(&path, toml).expect("write config");
+        path
     }
 
     /// Renders the TOML file, writing password files into `dir`.
@@ -190,6 +340,7 @@ impl CustosConfig {
             let _ = writeln!(t, "log_format = {f:?}");
         }
         t.push_str(&self.server_extra);
+        t.push_str(&self.sections);
         for (i, target) in self.targets.iter().enumerate() {
             let _ = writeln!(t, "\n[[target]]");
             let _ = writeln!(t, "name = {:?}", target.name);
@@ -210,6 +361,7 @@ impl CustosConfig {
                 PasswordSource::Env { var, .. } => {
                     let _ = writeln!(t, "upstream_password_env = {var:?}");
                 }
+                PasswordSource::None => {}
             }
             let _ = writeln!(t, "auth = {:?}", target.auth);
             if let Some(b) = target.buffer_bytes_max {
@@ -220,6 +372,24 @@ impl CustosConfig {
             }
             if let Some(ms) = target.connect_timeout_ms {
                 let _ = writeln!(t, "connect_timeout_ms = {ms}");
+            }
+            if let Some(db) = &target.upstream_database {
+                let _ = writeln!(t, "upstream_database = {db:?}");
+            }
+            for (key, path) in [
+                ("tls_cert", &target.tls_cert),
+                ("tls_key", &target.tls_key),
+                ("upstream_tls_ca", &target.upstream_tls_ca),
+            ] {
+                if let Some(p) = path {
+                    let _ = writeln!(t, "{key} = {:?}", p.display().to_string());
+                }
+            }
+            if let Some(allow) = target.allow_plaintext_auth {
+                let _ = writeln!(t, "allow_plaintext_auth = {allow}");
+            }
+            if let Some(mode) = &target.upstream_tls {
+                let _ = writeln!(t, "upstream_tls = {mode:?}");
             }
             t.push_str(&target.extra);
         }
@@ -462,4 +632,49 @@ pub fn proc_rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Samples a process' RSS every 100 ms until dropped and keeps the maximum,
+/// for checking that a large transfer streams through bounded buffers.
+#[derive(Debug)]
+pub struct RssWatch {
+    max_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    /// Starts sampling process `pid`.
+    pub fn start(pid: u32) -> Self {
+        let max_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (max_kib.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(rss) = proc_rss_kib(pid) {
+                    m.fetch_max(rss, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        RssWatch {
+            max_kib,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The largest RSS seen so far, in KiB.
+    pub fn max_kib(&self) -> u64 {
+        self.max_kib.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -84,52 +84,65 @@ impl RawConn {
     /// `Ok(())` on EOF or reset, `Err` with what happened otherwise (data
     /// arrived, or the connection stayed open).
     pub fn wait_closed(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        let stream = self.reader.get_ref();
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut buf = [0u8; 4096];
-        let result = loop {
-            if !self.reader.buffer().is_empty() {
-                let extra = String::from_utf8_lossy(self.reader.buffer()).into_owned();
-                break Err(format!("unexpected data before close: {extra:?}"));
-            }
-            match self.reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    break Err(format!(
-                        "unexpected data before close: {:?}",
-                        String::from_utf8_lossy(&buf[..n])
-                    ));
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    break Ok(());
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() >= deadline {
-                        break Err(format!("connection still open after {timeout:?}"));
-                    }
-                }
-                Err(e) => break Err(format!("unexpected error: {e}")),
-            }
-        };
-        let _ = self.reader.get_ref().set_read_timeout(Some(REPLY_TIMEOUT));
-        result
+        wait_closed(&mut self.reader, timeout, REPLY_TIMEOUT)
     }
 
     /// Closes the write half (the server sees EOF after what was sent).
     pub fn shutdown_write(&self) {
         let _ = self.reader.get_ref().shutdown(Shutdown::Write);
     }
+}
+
+/// Waits up to `timeout` for the peer of `reader` to close the connection,
+/// then restores `read_timeout`. Returns `Ok(())` on EOF or reset, `Err`
+/// with what happened otherwise (data arrived, or the connection stayed
+/// open). Shared by the RESP and PostgreSQL raw connections.
+pub fn wait_closed(
+    reader: &mut BufReader<TcpStream>,
+    timeout: Duration,
+    read_timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 4096];
+    let result = loop {
+        if !reader.buffer().is_empty() {
+            let extra = String::from_utf8_lossy(reader.buffer()).into_owned();
+            break Err(format!("unexpected data before close: {extra:?}"));
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                break Err(format!(
+                    "unexpected data before close: {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                break Ok(());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    break Err(format!("connection still open after {timeout:?}"));
+                }
+            }
+            Err(e) => break Err(format!("unexpected error: {e}")),
+        }
+    };
+    let _ = reader.get_ref().set_read_timeout(Some(read_timeout));
+    result
 }
 
 /// `GET path` on 127.0.0.1:`port` over plain HTTP/1.1; returns the status code

@@ -222,14 +222,19 @@ fn check_config_accepts_a_valid_file() {
 
 #[test]
 fn check_config_accepts_the_example() {
-    // The example's password file (secrets/redis, next to it) is written by
-    // the demo; check a copy next to a throwaway secret so the test does not
-    // depend on the demo having run.
+    // The example's password files and TLS certificate (under secrets/,
+    // next to it) are written by the demo; check a copy next to throwaway
+    // ones so the test does not depend on the demo having run.
     let example = std::fs::read_to_string(workspace_root().join("examples/custos.toml"))
         .expect("examples/custos.toml");
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("examples/secrets")).expect("mkdir");
-    std::fs::write(dir.path().join("examples/secrets/redis"), "pw").expect("secret");
+    let secrets = dir.path().join("examples/secrets");
+    std::fs::create_dir_all(secrets.join("tls")).expect("mkdir");
+    std::fs::write(secrets.join("redis"), "pw").expect("secret");
+    std::fs::write(secrets.join("postgres"), "pw").expect("secret");
+    let certs = custos_tests::certs::Certs::generate();
+    std::fs::copy(certs.cert(), secrets.join("tls/cert.pem")).expect("cert");
+    std::fs::copy(certs.key(), secrets.join("tls/key.pem")).expect("key");
     let path = write(&dir.path().join("examples"), "custos.toml", &example);
     let out = Custos::check_config(&path, dir.path());
     out.assert_success("check-config on examples/custos.toml");

@@ -2,7 +2,7 @@
 //! far larger than the buffers, a store that dies or refuses the appliance's
 //! credential, and clients that vanish mid-pipeline.
 
-use custos_tests::custos::proc_rss_kib;
+use custos_tests::custos::RssWatch;
 use custos_tests::resp::{Reply, encode_str};
 use custos_tests::{
     Custos, CustosConfig, RawConn, RedisOptions, RedisServer, SETTLE_TIMEOUT, poll_until,
@@ -11,7 +11,6 @@ use custos_tests::{
 use socket2::SockRef;
 use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -37,47 +36,6 @@ fn chunk(base: &[u8], i: usize, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(base);
     out[..8].copy_from_slice(&(i as u64).to_le_bytes());
-}
-
-/// Samples custos' RSS every 100 ms until dropped; keeps the maximum.
-struct RssWatch {
-    max_kib: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> Self {
-        let max_kib = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (max_kib.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = proc_rss_kib(pid) {
-                    m.fetch_max(rss, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-        });
-        RssWatch {
-            max_kib,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn max_kib(&self) -> u64 {
-        self.max_kib.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RssWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]
