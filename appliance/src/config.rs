@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::identity::config::{IdentityConfig, RawIdentity};
 use crate::secret::Secret;
 use crate::tls::UpstreamTls;
 
@@ -38,12 +39,18 @@ pub const WORKERS_MAX: usize = 1024;
 pub struct ConfigError(String);
 
 impl ConfigError {
-    fn at(file: &Path, src: &str, span: Range<usize>, key: &str, msg: impl fmt::Display) -> Self {
+    pub(crate) fn at(
+        file: &Path,
+        src: &str,
+        span: Range<usize>,
+        key: &str,
+        msg: impl fmt::Display,
+    ) -> Self {
         let line = line_of(src, span.start);
         ConfigError(format!("{}: line {line}: `{key}`: {msg}", file.display()))
     }
 
-    fn plain(file: &Path, msg: impl fmt::Display) -> Self {
+    pub(crate) fn plain(file: &Path, msg: impl fmt::Display) -> Self {
         ConfigError(format!("{}: {msg}", file.display()))
     }
 }
@@ -70,7 +77,7 @@ struct RawConfig {
     // Sections of the design that later features fill in. They are named
     // here so that an operator who writes them gets a precise refusal
     // instead of a silently ignored policy.
-    identity: Option<Spanned<toml::Value>>,
+    identity: Option<Spanned<RawIdentity>>,
     audit: Option<Spanned<toml::Value>>,
     rule: Option<Spanned<toml::Value>>,
     mask: Option<Spanned<toml::Value>>,
@@ -186,6 +193,9 @@ pub struct Config {
     pub server: Server,
     /// The stores the appliance fronts, in file order.
     pub targets: Vec<Target>,
+    /// How client tokens are verified (`[identity]`); required by targets
+    /// with `auth = "token"`.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// Process-wide settings (`[server]`).
@@ -274,7 +284,6 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
 
         for (key, value) in [
-            ("identity", &raw.identity),
             ("audit", &raw.audit),
             ("rule", &raw.rule),
             ("mask", &raw.mask),
@@ -335,11 +344,20 @@ impl Config {
             server.connections_max = *c.get_ref();
         }
 
+        let identity = match &raw.identity {
+            Some(i) => Some(crate::identity::config::validate(
+                path,
+                src,
+                base,
+                i.get_ref(),
+            )?),
+            None => None,
+        };
         let mut targets: Vec<Target> = Vec::with_capacity(raw.target.len());
         for t in &raw.target {
             let span = t.span();
             let t = t.get_ref();
-            let target = validate_target(path, src, base, span, t)?;
+            let target = validate_target(path, src, base, span, t, identity.is_some())?;
             if let Some(prev) = targets.iter().find(|p| p.name == target.name) {
                 return Err(ConfigError::at(
                     path,
@@ -366,7 +384,11 @@ impl Config {
         if targets.is_empty() {
             return Err(ConfigError::plain(path, "no [[target]]: nothing to front"));
         }
-        Ok(Config { server, targets })
+        Ok(Config {
+            server,
+            targets,
+            identity,
+        })
     }
 }
 
@@ -376,6 +398,7 @@ fn validate_target(
     base: &Path,
     span: Range<usize>,
     t: &RawTarget,
+    has_identity: bool,
 ) -> Result<Target, ConfigError> {
     let name = t.name.get_ref().clone();
     if name.is_empty()
@@ -418,16 +441,16 @@ fn validate_target(
                 src,
                 span,
                 "target.auth",
-                "missing: this build supports only auth = \"none\" (development mode); say so explicitly",
+                "missing: say auth = \"token\" (OIDC tokens as the password) or auth = \"none\" (development mode, no client authentication)",
             ));
         }
-        Some(a) if *a.get_ref() == AuthMode::Token => {
+        Some(a) if *a.get_ref() == AuthMode::Token && !has_identity => {
             return Err(ConfigError::at(
                 path,
                 src,
                 a.span(),
                 "target.auth",
-                "\"token\" is not supported by this build yet",
+                "\"token\" needs an [identity] section saying which tokens to accept",
             ));
         }
         Some(a) => *a.get_ref(),

@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the appliance.
@@ -31,6 +33,131 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Development and test tokens, signed with a local key.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Sign a token and print it.
+    Mint {
+        /// PEM private key (PKCS#8, or PKCS#1 for RSA).
+        #[arg(long)]
+        key: PathBuf,
+        /// Subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime: 90s, 15m, 1h, 1h30m.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Issuer (`iss`); defaults to the `[identity]` issuer of --config.
+        #[arg(long)]
+        iss: Option<String>,
+        /// Audience (`aud`); defaults to the `[identity]` audience of --config.
+        #[arg(long)]
+        aud: Option<String>,
+        /// Key id; the key's RFC 7638 thumbprint by default.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Algorithm; RS256, ES256, ES384 or EdDSA by key type by default.
+        #[arg(long)]
+        alg: Option<String>,
+        /// An extra claim, key=value (value as JSON when it parses, else a string); repeatable.
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+        /// Configuration file whose `[identity]` gives --iss and --aud defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the JWKS holding a private key's public half.
+    Jwks {
+        /// PEM private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id; the key's RFC 7638 thumbprint by default.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Write a new private key (PEM, mode 0600); RSA keys need `openssl`.
+    Keygen {
+        /// ed25519, ec (P-256), ec-p384 or rsa.
+        #[arg(long = "type", default_value = "ed25519")]
+        kind: String,
+        /// Where to write the key; an existing file is not overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn token_command(cmd: TokenCommand) -> Result<(), String> {
+    use custos::identity::mint;
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    match cmd {
+        TokenCommand::Mint {
+            key,
+            sub,
+            groups,
+            ttl,
+            iss,
+            aud,
+            kid,
+            alg,
+            claims,
+            config,
+        } => {
+            let (default_iss, default_aud) = match &config {
+                Some(c) => mint::defaults_from_config(c)?,
+                None => (None, None),
+            };
+            let issuer = iss
+                .or(default_iss)
+                .ok_or("--iss is required (or --config with an [identity] issuer)")?;
+            let audience = aud
+                .or(default_aud)
+                .ok_or("--aud is required (or --config with an [identity] audience)")?;
+            let algorithm = alg
+                .map(|a| custos::identity::config::parse_algorithm(&a))
+                .transpose()?;
+            let mut extra = serde_json::Map::new();
+            for c in &claims {
+                let (k, v) = mint::parse_claim(c)?;
+                extra.insert(k, v);
+            }
+            let opts = mint::MintOptions {
+                key_pem: read(&key)?,
+                issuer,
+                audience,
+                subject: sub,
+                groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+                ttl: mint::parse_duration(&ttl)?,
+                kid,
+                algorithm,
+                extra,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            println!("{}", mint::mint(&opts, now)?);
+            Ok(())
+        }
+        TokenCommand::Jwks { key, kid } => {
+            println!("{}", mint::jwks(&read(&key)?, kid.as_deref())?);
+            Ok(())
+        }
+        TokenCommand::Keygen { kind, out } => {
+            let pem = mint::generate_key(&kind)?;
+            mint::write_private_key(&out, &pem)?;
+            eprintln!("wrote {} ({kind})", out.display());
+            Ok(())
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -48,6 +175,13 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token { command } => match token_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(

@@ -63,15 +63,18 @@ pub enum ErrorKind {
     Unsupported,
     /// Connections refused because the shard was at `connections_max`.
     ConnectionsRefused,
+    /// A client's token was refused.
+    AuthFailed,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 5] = [
+    const ALL: [ErrorKind; 6] = [
         ErrorKind::ClientProtocol,
         ErrorKind::UpstreamUnavailable,
         ErrorKind::UpstreamAuth,
         ErrorKind::Unsupported,
         ErrorKind::ConnectionsRefused,
+        ErrorKind::AuthFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -81,6 +84,7 @@ impl ErrorKind {
             ErrorKind::UpstreamAuth => "upstream_auth",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::ConnectionsRefused => "connections_refused",
+            ErrorKind::AuthFailed => "auth_failed",
         }
     }
 }

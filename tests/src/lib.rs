@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod custos;
+pub mod idp;
 pub mod metrics;
 pub mod net;
 pub mod pgwire;

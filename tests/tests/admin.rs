@@ -222,7 +222,7 @@ fn check_config_accepts_a_valid_file() {
 
 #[test]
 fn check_config_accepts_the_example() {
-    // The example's password files and TLS certificate (under secrets/,
+    // The example's password files, TLS certificate and JWKS (under secrets/,
     // next to it) are written by the demo; check a copy next to throwaway
     // ones so the test does not depend on the demo having run.
     let example = std::fs::read_to_string(workspace_root().join("examples/custos.toml"))
@@ -235,6 +235,8 @@ fn check_config_accepts_the_example() {
     let certs = custos_tests::certs::Certs::generate();
     std::fs::copy(certs.cert(), secrets.join("tls/cert.pem")).expect("cert");
     std::fs::copy(certs.key(), secrets.join("tls/key.pem")).expect("key");
+    let idp = custos_tests::idp::Idp::new();
+    std::fs::copy(idp.jwks_path(), secrets.join("jwks.json")).expect("jwks");
     let path = write(&dir.path().join("examples"), "custos.toml", &example);
     let out = Custos::check_config(&path, dir.path());
     out.assert_success("check-config on examples/custos.toml");

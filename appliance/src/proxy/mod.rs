@@ -5,6 +5,7 @@
 //! forward ▸ reply). The protocol modules differ only where the protocol
 //! does; connection buffers and closing live here.
 
+pub mod auth;
 pub mod buffer;
 pub mod postgres;
 pub mod redis;
@@ -17,25 +18,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 /// How long a closing connection waits for the client to close its side,
 /// so that the last reply (often an error) is not destroyed by a reset.
 pub const LINGER: Duration = Duration::from_secs(1);
-
-/// Who is on the other end of a session, as far as policy and audit know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The subject (a person or an agent); `anonymous` under `auth = "none"`.
-    pub subject: String,
-    /// Groups the subject belongs to.
-    pub groups: Vec<String>,
-}
-
-impl Identity {
-    /// The identity of a client of a target with `auth = "none"`.
-    pub fn anonymous() -> Identity {
-        Identity {
-            subject: "anonymous".into(),
-            groups: Vec::new(),
-        }
-    }
-}
 
 /// Closes a client connection so that what was written last arrives: send
 /// FIN, then read and discard until the client closes or [`LINGER`] passes.

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, IoDriver};
+use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
 use crate::proxy::postgres::cancel::CancelKeys;
 
@@ -40,6 +41,8 @@ pub struct Shared {
     pub driver: Driver,
     /// PostgreSQL cancel keys issued to clients, whichever shard serves them.
     pub cancel_keys: Arc<CancelKeys>,
+    /// Verifies client tokens; `None` without an `[identity]` section.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// The I/O driver the shards run on, decided once at start.
@@ -87,6 +90,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Driver::Epoll
         }
     };
+    // The provider's keys are loaded before any client can connect: a
+    // token must never meet an appliance that cannot check it.
+    let verifier = match &config.identity {
+        Some(identity) => {
+            let verifier = Arc::new(Verifier::new(identity.clone()));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a runtime to load the signing keys")?
+                .block_on(crate::identity::keys::load_initial(&verifier))
+                .map_err(|e| anyhow::anyhow!("identity: cannot load the signing keys: {e}"))?;
+            info!(
+                keys = verifier.keys().len(),
+                "identity provider keys loaded"
+            );
+            Some(verifier)
+        }
+        None => None,
+    };
     info!(
         driver = driver.name(),
         shards = config.server.workers,
@@ -103,6 +125,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         driver,
         config: config.clone(),
         cancel_keys: Arc::new(CancelKeys::default()),
+        verifier,
     });
 
     let (tx, rx) = mpsc::channel::<Event>();
@@ -291,6 +314,12 @@ fn control_plane(
             },
             None => None,
         };
+        let (keys_stop_tx, keys_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let keys_task = shared.verifier.clone().map(|v| {
+            tokio::spawn(crate::identity::keys::refresh_loop(v, async move {
+                let _ = keys_stop_rx.await;
+            }))
+        });
         let mut stop = stop;
         loop {
             tokio::select! {
@@ -300,7 +329,11 @@ fn control_plane(
             }
         }
         let _ = admin_stop_tx.send(());
+        let _ = keys_stop_tx.send(());
         if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+        if let Some(t) = keys_task {
             let _ = t.await;
         }
     });

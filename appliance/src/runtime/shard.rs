@@ -23,6 +23,8 @@ use crate::proxy::redis::shared::SharedUpstream;
 
 /// io_uring submission queue entries per shard.
 const URING_ENTRIES: u32 = 4096;
+/// Verified tokens kept per shard.
+const TOKEN_CACHE_ENTRIES: usize = 4096;
 /// Listen backlog per shard and target.
 const LISTEN_BACKLOG: i32 = 4096;
 /// How often a shard looks at the stop flag.
@@ -66,6 +68,8 @@ pub struct ShardCtx {
     pub shared: Arc<Shared>,
     /// Per target (by index): the store connection shared by simple sessions.
     pub shared_upstreams: Vec<Rc<SharedUpstream>>,
+    /// Tokens this shard verified, until they expire.
+    pub token_cache: crate::identity::cache::TokenCache,
 }
 
 /// Runs shard `id` on the current thread until the process stops. `started`
@@ -169,6 +173,7 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
         .collect();
     let ctx = Rc::new(ShardCtx {
         id,
+        token_cache: crate::identity::cache::TokenCache::new(TOKEN_CACHE_ENTRIES),
         registry: Rc::new(Registry::default()),
         shared: shared.clone(),
         shared_upstreams: targets

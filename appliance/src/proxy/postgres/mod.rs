@@ -7,8 +7,10 @@
 //!    negotiate it directly with ALPN `postgresql`), GSSENCRequest declined,
 //!    CancelRequest looked up and passed to the right store connection, and
 //!    the StartupMessage read.
-//! 2. **Authentication**: under `auth = "none"` the client is the anonymous
-//!    identity; token verification takes this place.
+//! 2. **Authentication**: with `auth = "token"` the appliance asks for a
+//!    cleartext password (only ever over TLS, unless the target allows
+//!    plaintext) and verifies it as an OIDC token; under `auth = "none"` the
+//!    client is the anonymous identity.
 //! 3. **Store connection** ([`upstream`]): a connection of the session's
 //!    own, logged in with the appliance's credential; the client sees the
 //!    store's parameters and a cancel key issued by the appliance
@@ -40,6 +42,8 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     /// `invalid_authorization_specification`: no user, or TLS required.
     pub const INVALID_AUTHORIZATION: &str = "28000";
+    /// `invalid_password`: the token was refused.
+    pub const INVALID_PASSWORD: &str = "28P01";
     /// `feature_not_supported`: a protocol version or connection kind the
     /// appliance does not carry.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";

@@ -27,14 +27,18 @@ use super::cancel;
 use super::sqlstate;
 use super::startup::{self, ClientStart};
 use super::upstream::{self, UpstreamError};
+use crate::config::AuthMode;
+use crate::identity::Identity;
 use crate::metrics::ErrorKind;
-use crate::proxy::Identity;
+use crate::proxy::auth::{Expiry, session_expiry, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::stream::{self, StreamRead, StreamWrite};
 use crate::runtime::notify::LocalNotify;
 use crate::runtime::registry::SessionControl;
 use crate::runtime::shard::{ShardCtx, TargetCtx};
 
+/// The refusal of a password message too long to be a token.
+const TOKEN_TOO_LARGE: &str = "custos: token refused: token too large";
 /// How long ending a session waits to tell the store it is leaving.
 const TERMINATE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -53,6 +57,8 @@ enum End {
     Drained,
     /// The shard's grace period ran out.
     Aborted,
+    /// The client's token ran out.
+    Expired,
 }
 
 /// State both loops of a session share (one thread, one task: cells).
@@ -76,6 +82,8 @@ struct Session {
     protocol_error: RefCell<Option<String>>,
     /// Wakes the client side when a ReadyForQuery frees room.
     space: LocalNotify,
+    /// When the identity's token runs out.
+    expiry: Option<Expiry>,
 }
 
 impl Session {
@@ -143,9 +151,9 @@ async fn run(
     start: ClientStart,
 ) {
     let ClientStart {
-        read,
+        mut read,
         mut write,
-        buf,
+        mut buf,
         user,
         database,
         params,
@@ -153,9 +161,25 @@ async fn run(
         unrecognized,
     } = start;
 
-    // Authentication phase. Under `auth = "none"` every client is the
-    // anonymous identity; token verification takes this place.
-    let identity = Identity::anonymous();
+    // Authentication phase: the token is the password (asked for in clear,
+    // which the startup phase allowed only over TLS unless the target says
+    // otherwise); under `auth = "none"` the client is the anonymous identity.
+    let identity = match target.target.auth {
+        AuthMode::None => Identity::anonymous(),
+        AuthMode::Token => {
+            match password_phase(shard, target, peer, &mut read, &mut write, &mut buf, &user).await
+            {
+                Ok(identity) => identity,
+                Err((code, message)) => {
+                    if let Some(message) = message {
+                        startup::refuse(target, read, write, code, &message).await;
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    let expiry = session_expiry(shard, &identity);
     debug!(
         shard = shard.id,
         target = %target.target.name,
@@ -241,6 +265,7 @@ async fn run(
         store_said_fatal: Cell::new(false),
         protocol_error: RefCell::new(None),
         space: LocalNotify::default(),
+        expiry,
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -273,6 +298,10 @@ async fn last_words(
         Some(End::Drained) | Some(End::Aborted) => (
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection due to administrator command".to_owned(),
+        ),
+        Some(End::Expired) => (
+            sqlstate::ADMIN_SHUTDOWN,
+            "custos: terminating connection because the token expired".to_owned(),
         ),
         Some(End::UpstreamLost) if s.store_said_fatal.get() => {
             stream::lingering_close(cread, cwrite).await;
@@ -348,6 +377,10 @@ async fn client_side(
         if s.ended() {
             break;
         }
+        if s.expiry.is_some_and(|e| Instant::now() >= e.at) {
+            expire(s).await;
+            break;
+        }
         if unprocessed {
             unprocessed = false;
         } else {
@@ -360,6 +393,7 @@ async fn client_side(
             let n = monoio::select! {
                 r = cread.read(&mut buf) => r.unwrap_or(0),
                 _ = until_end(s, &s.control.wake_client_side) => break,
+                _ = sleep_until(s.expiry) => continue,
             };
             if n == 0 {
                 s.finish(End::ClientGone);
@@ -459,6 +493,111 @@ async fn until_end(s: &Session, wake: &LocalNotify) {
             return;
         }
     }
+}
+
+/// Completes at the expiry's instant; never when there is none.
+async fn sleep_until(expiry: Option<Expiry>) {
+    match expiry {
+        Some(e) => monoio::time::sleep(e.at.saturating_duration_since(Instant::now())).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The token ran out: nothing new is read; statements in flight get the
+/// configured grace to finish, then the session ends.
+async fn expire(s: &Session) {
+    debug!(target = %s.target.target.name, peer = %s.peer, "token expired; ending the session");
+    let grace = s.expiry.map_or(Duration::ZERO, |e| e.grace);
+    let _ = monoio::time::timeout(grace, wait_for_replies(s)).await;
+    s.finish(End::Expired);
+}
+
+/// Asks for the password, which is the token, and verifies it. On refusal,
+/// the SQLSTATE and message to answer with (`None`: the client left).
+async fn password_phase(
+    shard: &ShardCtx,
+    target: &TargetCtx,
+    peer: SocketAddr,
+    read: &mut StreamRead,
+    write: &mut StreamWrite,
+    buf: &mut ConnBuf,
+    user: &[u8],
+) -> Result<Identity, (&'static str, Option<String>)> {
+    let mut ask = Vec::with_capacity(9);
+    encode::authentication_cleartext_password(&mut ask);
+    let (res, _) = write.write_vec(ask).await;
+    res.map_err(|_| (sqlstate::PROTOCOL_VIOLATION, None))?;
+    let limits = pgwire::Limits::frontend();
+    let read_one = async {
+        loop {
+            match pgwire::check(buf.bytes(), &limits) {
+                Ok(Some(len)) => return Ok(len),
+                Ok(None) => {
+                    if !buf.make_room() || read.read(buf).await.unwrap_or(0) == 0 {
+                        return Err(None);
+                    }
+                }
+                // A password message longer than the protocol allows is a
+                // token no provider issues.
+                Err(pgwire::Error::TooLong { tag, .. }) if tag == frontend::tag::PASSWORD => {
+                    return Err(Some(TOKEN_TOO_LARGE.to_owned()));
+                }
+                Err(e) => return Err(Some(format!("invalid password message: {e}"))),
+            }
+        }
+    };
+    let len = match monoio::time::timeout(startup::STARTUP_TIMEOUT, read_one).await {
+        Ok(Ok(len)) => len,
+        Ok(Err(Some(why))) if why == TOKEN_TOO_LARGE => {
+            target
+                .metrics()
+                .error(crate::metrics::ErrorKind::AuthFailed);
+            warn!(event = "auth_fail", target = %target.target.name, %peer, reason = "token too large", "token refused");
+            return Err((sqlstate::INVALID_PASSWORD, Some(why)));
+        }
+        Ok(Err(why)) => return Err((sqlstate::PROTOCOL_VIOLATION, why)),
+        Err(_) => return Err((sqlstate::PROTOCOL_VIOLATION, None)),
+    };
+    let msg = &buf.bytes()[..len];
+    if msg[0] != frontend::tag::PASSWORD {
+        let why = format!(
+            "expected a password response, got message type {:?}",
+            char::from(msg[0])
+        );
+        return Err((sqlstate::PROTOCOL_VIOLATION, Some(why)));
+    }
+    let token = frontend::password(&msg[pgwire::HEADER_BYTES..])
+        .map_err(|e| {
+            (
+                sqlstate::PROTOCOL_VIOLATION,
+                Some(format!("invalid password message: {e}")),
+            )
+        })?
+        .to_vec();
+    buf.consume(len);
+    let identity = verify_token(shard, target, peer, &token)
+        .await
+        .map_err(|reject| {
+            (
+                sqlstate::INVALID_PASSWORD,
+                Some(format!("custos: token refused: {}", reject.class())),
+            )
+        })?;
+    let must_match = shard
+        .shared
+        .verifier
+        .as_deref()
+        .is_some_and(|v| v.config().match_user);
+    if must_match && user != identity.subject.as_bytes() {
+        return Err((
+            sqlstate::INVALID_AUTHORIZATION,
+            Some(format!(
+                "custos: user \"{}\" does not match the token's subject",
+                String::from_utf8_lossy(user)
+            )),
+        ));
+    }
+    Ok(identity)
 }
 
 fn protocol_error(s: &Session, why: &str) {

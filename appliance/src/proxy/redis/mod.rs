@@ -17,6 +17,7 @@
 //! the subscribe family) are tracked; the ones whose replies a proxy cannot
 //! match (MONITOR, CLIENT REPLY, SYNC) are refused with a clear error.
 
+mod auth;
 pub mod commands;
 pub mod pending;
 mod session;

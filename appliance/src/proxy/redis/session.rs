@@ -17,13 +17,17 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
+use super::auth;
 use super::commands::{self, Class, FirstWord, PubsubWord};
 use super::pending::{Entry, Expect, Pending, Subscriptions};
 use super::shared::{self, Inbox, SharedUpstream};
 use super::upstream::{self, UpstreamError};
+use crate::config::AuthMode;
+use crate::identity::Identity;
 use crate::metrics::ErrorKind;
+use crate::proxy::auth::{Expiry, session_expiry, verify_token};
 use crate::proxy::buffer::ConnBuf;
-use crate::proxy::{Identity, lingering_close};
+use crate::proxy::lingering_close;
 use crate::runtime::notify::LocalNotify;
 use crate::runtime::registry::SessionControl;
 use crate::runtime::shard::{ShardCtx, TargetCtx};
@@ -39,6 +43,8 @@ const UPSTREAM_UNAVAILABLE: &[u8] = b"-ERR custos: upstream unavailable\r\n";
 /// refused the appliance's credential.
 const UPSTREAM_REFUSED: &[u8] =
     b"-ERR custos: upstream unavailable (upstream refused the appliance's credential)\r\n";
+/// The last reply of a session whose token ran out.
+const TOKEN_EXPIRED: &[u8] = b"-ERR custos: token expired; authenticate on a new connection\r\n";
 /// How long a session whose store is down waits for the client's first
 /// command, to answer it with the error.
 const FIRST_COMMAND_WAIT: Duration = Duration::from_secs(10);
@@ -54,6 +60,8 @@ enum End {
     UpstreamAuth,
     /// The client sent something that is not RESP, or too large.
     ProtocolError,
+    /// The client's token expired.
+    Expired,
     /// QUIT was answered.
     Quit,
     /// The shard is stopping and nothing was in flight.
@@ -65,7 +73,12 @@ enum End {
 /// State the two loops of a session share. Both run on one thread, in one
 /// task, so plain cells suffice.
 struct Session {
+    shard: Rc<ShardCtx>,
     target: Rc<TargetCtx>,
+    /// Who the client is; AUTH with a new token changes it.
+    identity: RefCell<Identity>,
+    /// When the identity's token runs out.
+    expiry: Cell<Option<Expiry>>,
     control: Rc<SessionControl>,
     peer: SocketAddr,
     pending: RefCell<Pending>,
@@ -75,6 +88,8 @@ struct Session {
     end: Cell<Option<End>>,
     /// Error written in place of the reply to a [`Expect::Terminal`] entry.
     terminal: RefCell<Option<Vec<u8>>>,
+    /// How the session ends once the terminal error is written.
+    terminal_end: Cell<End>,
     /// Wakes the client side when the FIFO has room again.
     space: LocalNotify,
     client_waits_for_space: Cell<bool>,
@@ -94,6 +109,11 @@ impl Session {
     #[inline]
     fn ended(&self) -> bool {
         self.end.get().is_some()
+    }
+
+    /// Whether the identity's token has run out.
+    fn expired(&self) -> bool {
+        self.expiry.get().is_some_and(|e| Instant::now() >= e.at)
     }
 
     /// Checks the shard's requests: abort now, or finish when idle.
@@ -118,15 +138,49 @@ pub async fn serve(
     m.connections_total.add(1);
     let registration = shard.registry.register();
 
-    // Authentication phase. Under `auth = "none"` every client is the
-    // anonymous identity; token verification takes this place.
-    let identity = Identity::anonymous();
+    let (mut cr, mut cw) = client.into_split();
+    // Authentication phase: a token as the password, or under
+    // `auth = "none"` the anonymous identity.
+    let (identity, leftover) = match target.target.auth {
+        AuthMode::None => (Identity::anonymous(), None),
+        AuthMode::Token => {
+            match auth::authenticate(
+                &shard,
+                &target,
+                &registration.control,
+                peer,
+                &mut cr,
+                &mut cw,
+            )
+            .await
+            {
+                Some((identity, buf)) => (identity, Some(buf)),
+                None => {
+                    drop(registration);
+                    m.connections_open.sub(1);
+                    return;
+                }
+            }
+        }
+    };
     debug!(shard = shard.id, target = %target.target.name, %peer, subject = %identity.subject, "session start");
+    let expiry = session_expiry(&shard, &identity);
 
-    let (cr, cw) = client.into_split();
     let (cr, cw, leftover) = if target.target.upstream_sharing {
         let shared = shard.shared_upstreams[target.index].clone();
-        match shared_phase(&target, &shared, &registration.control, peer, cr, cw).await {
+        let pre = leftover.unwrap_or_else(|| ConnBuf::new(target.target.buffer_bytes_max));
+        match shared_phase(
+            &target,
+            &shared,
+            &registration.control,
+            peer,
+            expiry,
+            cr,
+            cw,
+            pre,
+        )
+        .await
+        {
             Some(halves) => halves,
             None => {
                 drop(registration);
@@ -135,13 +189,17 @@ pub async fn serve(
             }
         }
     } else {
-        (cr, cw, ConnBuf::new(target.target.buffer_bytes_max))
+        let pre = leftover.unwrap_or_else(|| ConnBuf::new(target.target.buffer_bytes_max));
+        (cr, cw, pre)
     };
 
     match upstream::connect(&target.target, target.upstream_auth.as_deref()).await {
         Ok(up) => {
             let s = Session {
+                shard: shard.clone(),
                 target: target.clone(),
+                identity: RefCell::new(identity),
+                expiry: Cell::new(expiry),
                 control: registration.control.clone(),
                 peer,
                 pending: RefCell::new(Pending::default()),
@@ -149,6 +207,7 @@ pub async fn serve(
                 proto: Cell::new(2),
                 end: Cell::new(None),
                 terminal: RefCell::new(None),
+                terminal_end: Cell::new(End::ProtocolError),
                 space: LocalNotify::default(),
                 client_waits_for_space: Cell::new(false),
             };
@@ -232,13 +291,16 @@ enum SharedEnd {
 /// it sends one shareable command per read. Returns the client halves and
 /// the unprocessed input when the session needs its own store connection,
 /// `None` when the session ended here.
+#[allow(clippy::too_many_arguments)]
 async fn shared_phase(
     target: &Rc<TargetCtx>,
     shared: &Rc<SharedUpstream>,
     control: &Rc<SessionControl>,
     peer: SocketAddr,
+    expiry: Option<Expiry>,
     cr: ClientRead,
     cw: ClientWrite,
+    buf: ConnBuf,
 ) -> Option<(ClientRead, ClientWrite, ConnBuf)> {
     let inbox = Rc::new(Inbox::default());
     let end: Cell<Option<SharedEnd>> = Cell::new(None);
@@ -258,7 +320,9 @@ async fn shared_phase(
         &end,
         &settle,
         &stop_reader,
+        expiry,
         cr,
+        buf,
     );
     let writer = shared_writer(target, control, &inbox, &end, &settle, cw);
     let ((cr, buf), cw) = monoio::join!(reader, writer);
@@ -286,14 +350,22 @@ async fn shared_reader(
     end: &Cell<Option<SharedEnd>>,
     settle: &impl Fn(SharedEnd),
     stop: &LocalNotify,
+    expiry: Option<Expiry>,
     mut cr: ClientRead,
+    mut buf: ConnBuf,
 ) -> (ClientRead, ConnBuf) {
     let m = target.metrics();
     let limits = Limits::request();
     let pending_max = target.target.pending_replies_max as u32;
-    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    let tokens = target.target.auth == AuthMode::Token;
+    // Input the authentication phase read past the accepted AUTH.
+    let mut unprocessed = !buf.bytes().is_empty();
     loop {
         if end.get().is_some() {
+            break;
+        }
+        if expiry.is_some_and(|e| Instant::now() >= e.at) {
+            settle(SharedEnd::Closed(End::Expired));
             break;
         }
         if control.abort.get() {
@@ -306,24 +378,29 @@ async fn shared_reader(
             stop.notified().await;
             continue;
         }
-        if !buf.make_room() {
-            settle(SharedEnd::Dedicated);
-            break;
-        }
-        let woken = async {
-            monoio::select! {
-                _ = control.wake_client_side.notified() => {}
-                _ = stop.notified() => {}
+        if unprocessed {
+            unprocessed = false;
+        } else {
+            if !buf.make_room() {
+                settle(SharedEnd::Dedicated);
+                break;
             }
-        };
-        let Ok(n) = buf.read_or(&mut cr, woken).await else {
-            continue;
-        };
-        if n == 0 {
-            settle(SharedEnd::Closed(End::ClientGone));
-            break;
+            let woken = async {
+                monoio::select! {
+                    _ = control.wake_client_side.notified() => {}
+                    _ = stop.notified() => {}
+                    _ = sleep_until(expiry) => {}
+                }
+            };
+            let Ok(n) = buf.read_or(&mut cr, woken).await else {
+                continue;
+            };
+            if n == 0 {
+                settle(SharedEnd::Closed(End::ClientGone));
+                break;
+            }
+            m.client_bytes_received.add(n as u64);
         }
-        m.client_bytes_received.add(n as u64);
         // A few whole commands, every one shareable: a client waiting for
         // each reply (with perhaps an AUTH in front). Anything else (a
         // pipeline, a large or partial frame, a stateful command, bad input)
@@ -351,7 +428,7 @@ async fn shared_reader(
             };
             let auth = if shared::shareable(head.args[0].slice(frame)) {
                 false
-            } else if commands::classify(frame, &head) == Class::Auth {
+            } else if !tokens && commands::classify(frame, &head) == Class::Auth {
                 true
             } else {
                 shareable = false;
@@ -436,6 +513,15 @@ async fn shared_writer(
             break;
         }
         match end.get() {
+            Some(SharedEnd::Closed(End::Expired)) if idle => {
+                let (res, _) = cw.write_all(TOKEN_EXPIRED).await;
+                if res.is_ok() {
+                    m.client_bytes_sent.add(TOKEN_EXPIRED.len() as u64);
+                }
+                break;
+            }
+            // Replies owed to an expired session are still delivered.
+            Some(SharedEnd::Closed(End::Expired)) => {}
             Some(SharedEnd::Closed(_)) => break,
             // Every shared reply is delivered: the session may move on.
             Some(SharedEnd::Dedicated) if idle => break,
@@ -458,8 +544,8 @@ async fn proxy(s: &Session, cr: ClientRead, cw: ClientWrite, up: TcpStream, left
     }
 }
 
-type ClientRead = OwnedReadHalf<TcpStream>;
-type ClientWrite = OwnedWriteHalf<TcpStream>;
+pub(super) type ClientRead = OwnedReadHalf<TcpStream>;
+pub(super) type ClientWrite = OwnedWriteHalf<TcpStream>;
 type UpstreamRead = OwnedReadHalf<TcpStream>;
 type UpstreamWrite = OwnedWriteHalf<TcpStream>;
 
@@ -501,6 +587,10 @@ async fn client_side(
         if s.ended() {
             break;
         }
+        if s.expired() {
+            expire(s, &mut uw, scanner.in_frame()).await;
+            break;
+        }
         if s.control.draining.get() {
             // In flight work finishes on the upstream side; read nothing new.
             wait_for_end(s).await;
@@ -519,10 +609,13 @@ async fn client_side(
                 .await;
                 break;
             }
-            let Ok(n) = buf
-                .read_or(&mut cr, s.control.wake_client_side.notified())
-                .await
-            else {
+            let woken = async {
+                monoio::select! {
+                    _ = s.control.wake_client_side.notified() => {}
+                    _ = sleep_until(s.expiry.get()) => {}
+                }
+            };
+            let Ok(n) = buf.read_or(&mut cr, woken).await else {
                 continue 'read;
             };
             if n == 0 {
@@ -809,13 +902,15 @@ async fn forward_whole(
             Forwarded::Ok,
         ),
         Class::Auth => {
-            // Under `auth = "none"` the client's credential is accepted and
-            // never forwarded: the store's session stays the appliance's.
+            // Never forwarded: the store's session stays the appliance's.
+            // Under `auth = "none"` any credential is accepted; with tokens
+            // a valid one switches the session's identity.
+            let reply = match reauthenticate(s, frame).await {
+                Ok(()) => AUTH_OK,
+                Err(reject) => auth::wrongpass(&reject),
+            };
             (
-                write(
-                    CARRIER.to_vec(),
-                    &[Entry::one(Expect::Replace(AUTH_OK), now)],
-                ),
+                write(CARRIER.to_vec(), &[Entry::one(Expect::Replace(reply), now)]),
                 Forwarded::Ok,
             )
         }
@@ -837,13 +932,22 @@ async fn forward_whole(
             }
             (write(out, &entries), Forwarded::Ok)
         }
-        Class::Hello => {
-            let (out, proto) = rewrite_hello(frame);
-            (
-                write(out, &[Entry::one(Expect::Hello(proto), now)]),
+        Class::Hello => match reauthenticate(s, frame).await {
+            Ok(()) => {
+                let (out, proto) = rewrite_hello(frame);
+                (
+                    write(out, &[Entry::one(Expect::Hello(proto), now)]),
+                    Forwarded::Ok,
+                )
+            }
+            Err(reject) => (
+                write(
+                    CARRIER.to_vec(),
+                    &[Entry::one(Expect::Replace(auth::wrongpass(&reject)), now)],
+                ),
                 Forwarded::Ok,
-            )
-        }
+            ),
+        },
     };
     let (res, _) = uw.write_all(bytes).await;
     if res.is_err() {
@@ -851,6 +955,39 @@ async fn forward_whole(
     } else {
         result
     }
+}
+
+/// Checks the token of an AUTH or HELLO ... AUTH command of an
+/// authenticated session and, when valid, makes it the session's identity
+/// (a pool handing the connection to another user, or a fresh token before
+/// the old one expires). Commands without a token, and every command under
+/// `auth = "none"`, change nothing.
+async fn reauthenticate(s: &Session, frame: &[u8]) -> Result<(), crate::identity::Reject> {
+    if s.target.target.auth != AuthMode::Token {
+        return Ok(());
+    }
+    let Ok(Some((Frame::Array(items), _))) = resp::parse(frame, &Limits::request()) else {
+        return Err(crate::identity::Reject::Malformed);
+    };
+    let args: Vec<&[u8]> = items.iter().filter_map(|f| f.bytes(frame)).collect();
+    let Some(token) = auth::token_of(&args) else {
+        return Ok(());
+    };
+    let identity = verify_token(&s.shard, &s.target, s.peer, token).await?;
+    let previous = s.identity.replace(identity);
+    let now = s.identity.borrow();
+    if previous.subject != now.subject {
+        tracing::info!(
+            event = "identity_switch",
+            target = %s.target.target.name,
+            peer = %s.peer,
+            from = %previous.subject,
+            to = %now.subject,
+            "session identity changed by AUTH"
+        );
+    }
+    s.expiry.set(session_expiry(&s.shard, &now));
+    Ok(())
 }
 
 /// HELLO without its `AUTH user pass` part (the client's credential never
@@ -894,9 +1031,28 @@ async fn protocol_error(s: &Session, uw: &mut UpstreamWrite, why: &str, mid_fram
             .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
     );
     reply.extend_from_slice(b"\r\n");
+    terminate(s, uw, reply, mid_frame, End::ProtocolError).await;
+}
+
+/// The token ran out: no new command is read; the replies in flight get the
+/// configured grace, then the client is told why the session ends.
+async fn expire(s: &Session, uw: &mut UpstreamWrite, mid_frame: bool) {
+    debug!(target = %s.target.target.name, peer = %s.peer, subject = %s.identity.borrow().subject, "token expired; ending the session");
+    let grace = s.expiry.get().map_or(Duration::ZERO, |e| e.grace);
+    let ending = terminate(s, uw, TOKEN_EXPIRED.to_vec(), mid_frame, End::Expired);
+    if monoio::time::timeout(grace, ending).await.is_err() {
+        s.finish(End::Expired);
+    }
+}
+
+/// Ends the session with `reply` as the client's last reply, after the
+/// replies to the commands before it (unless a command is half forwarded,
+/// when the store cannot be asked for an ordering carrier).
+async fn terminate(s: &Session, uw: &mut UpstreamWrite, reply: Vec<u8>, mid_frame: bool, end: End) {
     *s.terminal.borrow_mut() = Some(reply);
+    s.terminal_end.set(end);
     if mid_frame {
-        s.finish(End::ProtocolError);
+        s.finish(end);
         return;
     }
     s.pending
@@ -904,7 +1060,7 @@ async fn protocol_error(s: &Session, uw: &mut UpstreamWrite, why: &str, mid_fram
         .push(Entry::one(Expect::Terminal, Instant::now()));
     let (res, _) = uw.write_all(CARRIER).await;
     if res.is_err() {
-        s.finish(End::ProtocolError);
+        s.finish(end);
         return;
     }
     wait_for_end(s).await;
@@ -1088,7 +1244,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                             let (res, _) = cw.write_all(reply).await;
                             wrote_ok &= res.is_ok();
                         }
-                        after = Some(End::ProtocolError);
+                        after = Some(s.terminal_end.get());
                         break;
                     }
                     Expect::Replace(_) | Expect::InternalAuth | Expect::Terminal => {}
@@ -1130,7 +1286,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                 }
                 let _ = cw.write_all(out).await;
             }
-            Some(End::ProtocolError) => {
+            Some(End::ProtocolError) | Some(End::Expired) => {
                 let reply = s.terminal.borrow_mut().take();
                 if let Some(reply) = reply {
                     let _ = cw.write_all(reply).await;
@@ -1205,4 +1361,12 @@ fn track_subscription(s: &Session, frame: &[u8]) {
         _ => return,
     }
     s.subs.set(subs);
+}
+
+/// Completes at the expiry's instant; never when there is none.
+async fn sleep_until(expiry: Option<Expiry>) {
+    match expiry {
+        Some(e) => monoio::time::sleep(e.at.saturating_duration_since(Instant::now())).await,
+        None => std::future::pending().await,
+    }
 }
