@@ -89,6 +89,16 @@ echo "== building custos"
 cargo build --quiet -p custos --bin custos
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/custos"
 
+echo "== a development identity provider: signing key and JWKS in examples/secrets/"
+rm -f examples/secrets/idp.pem
+"$bin" token keygen --out examples/secrets/idp.pem >/dev/null
+"$bin" token jwks --key examples/secrets/idp.pem > examples/secrets/jwks.json
+mint() {
+  "$bin" token mint --key examples/secrets/idp.pem --iss https://idp.example.test/ --aud custos "$@"
+}
+token=$(mint --sub alice --groups eng,agents --ttl 15m)
+echo "   alice's token (15 minutes): ${token:0:40}..."
+
 echo "== starting custos with examples/custos.toml (log in $work/custos.log)"
 "$bin" run --config examples/custos.toml 2>"$work/custos.log" &
 custos_pid=$!
@@ -103,12 +113,15 @@ for _ in $(seq 300); do
 done
 
 run() {
-  printf '$ redis-cli -p 6380'
+  printf '$ redis-cli -p 6380 --user alice --pass "$TOKEN"'
   printf ' %q' "$@"
   echo
-  redis-cli -p 6380 "$@"
+  redis-cli -p 6380 --user alice --pass "$token" --no-auth-warning "$@"
 }
-echo "== commands through custos (no password on the client side)"
+echo "== without a token, nothing but AUTH, HELLO and QUIT is answered"
+echo '$ redis-cli -p 6380 GET greeting'
+redis-cli -p 6380 GET greeting
+echo "== commands through custos with alice's token as the password (the store's password stays in the appliance)"
 run SET greeting "hello through custos"
 run GET greeting
 run INCR visits
@@ -118,14 +131,20 @@ run ACL WHOAMI
 echo "== the store sees the appliance's user; the client never had its password"
 
 pg() {
-  printf '$ psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -c "%s"\n' "$1"
-  psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -X -c "$1"
+  printf '$ PGPASSWORD="$TOKEN" psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -c "%s"\n' "$1"
+  PGPASSWORD=$token psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -X -c "$1"
 }
-echo "== statements through custos over TLS (no store password on the client side)"
+echo "== statements through custos over TLS, alice's token as the password"
 pg "create table if not exists notes (id serial primary key, body text)"
 pg "insert into notes (body) values ('remember the milk'), ('call ada')"
 pg "select id, body, current_user as store_role from notes"
-echo "== a client without TLS is refused"
-psql "host=127.0.0.1 port=5433 user=alice sslmode=disable" -X -c "select 1" || true
+echo "== a client without TLS is refused before it can send a token"
+PGPASSWORD=$token psql "host=127.0.0.1 port=5433 user=alice sslmode=disable" -X -c "select 1" || true
+echo "== an expired token is refused, and says why"
+expired=$(mint --sub alice --ttl 15m --claim exp=1700000000)
+PGPASSWORD=$expired psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -X -c "select 1" || true
+redis-cli -p 6380 --user alice --pass "$expired" --no-auth-warning PING || true
+echo "== the appliance's log records each decision, never the token"
+grep -E 'auth_(ok|fail)' "$work/custos.log" | tail -4 || true
 echo "== metrics (excerpt)"
 curl -fsS http://127.0.0.1:9090/metrics | grep -E '^custos_(commands_total|connections_total)' || true
