@@ -49,6 +49,60 @@ fn malformed_message_closes_only_its_session(what: &str, bytes: &[u8]) {
     assert_eq!(session(&custos).column("SELECT 'new'"), ["new"]);
 }
 
+/// Sends `bytes` as the first thing on a new connection and checks that
+/// custos answers FATAL with `code` (or, for bytes that are not even a
+/// length, just closes), while an established session keeps working.
+fn bad_startup_closes_only_its_connection(what: &str, bytes: &[u8], code: Option<&str>) {
+    let (_pg, custos) = postgres_behind_custos(|c| c);
+    let mut bystander = session(&custos);
+    assert_eq!(bystander.column("SELECT 'before'"), ["before"]);
+    let mut c = PgRaw::open(custos.port());
+    c.send(bytes)
+        .unwrap_or_else(|e| panic!("{what}: send: {e}"));
+    if let Some(code) = code {
+        let e = c
+            .read_error()
+            .unwrap_or_else(|e| panic!("{what}: no ErrorResponse ({e})"));
+        assert_eq!((e.severity(), e.code()), ("FATAL", code), "{what}: {e:?}");
+    }
+    c.wait_closed(SETTLE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{what}: connection not closed: {e}"));
+    assert_eq!(
+        bystander.column("SELECT 'after'"),
+        ["after"],
+        "{what}: another session must keep working"
+    );
+    assert_eq!(session(&custos).column("SELECT 'new'"), ["new"]);
+}
+
+#[test]
+fn garbage_instead_of_a_startup_packet() {
+    bad_startup_closes_only_its_connection(
+        "an HTTP request",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Some("08P01"),
+    );
+}
+
+#[test]
+fn oversized_startup_packet() {
+    // A declared length of 1 MiB, far above the 10,000 bytes PostgreSQL
+    // allows a startup packet.
+    let mut bytes = (1u32 << 20).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&196_608u32.to_be_bytes());
+    bytes.extend_from_slice(&[b'x'; 4096]);
+    bad_startup_closes_only_its_connection("a 1 MiB startup packet", &bytes, Some("08P01"));
+}
+
+#[test]
+fn unsupported_protocol_version() {
+    let mut body = 0x0002_0000u32.to_be_bytes().to_vec(); // protocol 2.0
+    body.extend_from_slice(b"user\0alice\0\0");
+    let mut bytes = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    bad_startup_closes_only_its_connection("protocol 2.0", &bytes, Some("0A000"));
+}
+
 #[test]
 fn malformed_declared_length_2() {
     malformed_message_closes_only_its_session("Query with length 2", b"Q\x00\x00\x00\x02");

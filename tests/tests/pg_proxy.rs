@@ -312,6 +312,34 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn copy_of_100_000_rows_both_ways_with_psql() {
+    let (pg, custos) = postgres_behind_custos(|c| c);
+    let conn = client(&custos);
+    psql_ok(
+        &conn,
+        "CREATE TABLE notes (id int PRIMARY KEY, who text, body text)",
+    );
+    let mut data = Vec::with_capacity(6 * 1024 * 1024);
+    for i in 0..100_000u32 {
+        data.extend_from_slice(format!("{i}\tagent-{}\tnote {i} for later\n", i % 97).as_bytes());
+    }
+    psql(&conn, &["-c", r"\copy notes FROM pstdin"], Some(&data))
+        .assert_success("\\copy notes FROM pstdin through custos");
+    assert_eq!(pg.psql_direct("SELECT count(*) FROM notes"), "100000");
+    let out = psql(
+        &conn,
+        &["-c", r"\copy (SELECT * FROM notes ORDER BY id) TO pstdout"],
+        None,
+    );
+    out.assert_success("\\copy notes TO pstdout through custos");
+    assert_eq!(out.stdout.len(), data.len(), "every byte comes back");
+    assert!(
+        out.stdout.as_bytes() == data.as_slice(),
+        "rows come back unchanged and in order"
+    );
+}
+
+#[test]
 fn copy_of_20_mib_in_and_out_streams_through_small_buffers() {
     let (pg, custos) = postgres_behind_custos(|c| c.buffer_bytes_max(65_536));
     let conn = client(&custos);
