@@ -92,6 +92,7 @@ struct RawServer {
     log_format: Option<LogFormat>,
     connections_max: Option<Spanned<usize>>,
     io_driver: Option<IoDriver>,
+    pin_cores: Option<bool>,
 }
 
 /// Which kernel interface the shards use for I/O.
@@ -213,6 +214,10 @@ pub struct Server {
     pub connections_max: usize,
     /// The I/O interface of the shards.
     pub io_driver: IoDriver,
+    /// Whether each shard's thread is pinned to its own core. Right for an
+    /// appliance that owns its machine; a machine shared with the stores
+    /// and clients may do better letting the scheduler move shards.
+    pub pin_cores: bool,
 }
 
 /// One fronted store (`[[target]]`).
@@ -261,6 +266,7 @@ impl Default for Server {
             log_format: LogFormat::Text,
             connections_max: 100_000,
             io_driver: IoDriver::Auto,
+            pin_cores: true,
         }
     }
 }
@@ -324,6 +330,9 @@ impl Config {
         }
         if let Some(ms) = raw.server.shutdown_grace_ms {
             server.shutdown_grace_ms = ms;
+        }
+        if let Some(p) = raw.server.pin_cores {
+            server.pin_cores = p;
         }
         if let Some(d) = raw.server.io_driver {
             server.io_driver = d;

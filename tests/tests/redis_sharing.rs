@@ -38,6 +38,32 @@ fn request_response_clients_share_a_store_connection_per_shard() {
 }
 
 #[test]
+fn inline_commands_share_the_store_connection_too() {
+    let (redis, custos) = redis_behind_custos(|c| c);
+    let mut conns: Vec<RawConn> = (0..CLIENTS).map(|_| RawConn::open(custos.port())).collect();
+    for round in 0..10 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            // What health checks and `redis-benchmark -t ping_inline` send.
+            c.send(b"PING\r\n").unwrap();
+            assert_eq!(c.read().unwrap(), Reply::Simple("PONG".into()));
+            c.send(format!("SET  k{i}  \"v {round}\"\r\n").as_bytes())
+                .unwrap();
+            assert_eq!(c.read().unwrap(), Reply::Simple("OK".into()));
+            c.send(format!("GET k{i}\r\n").as_bytes()).unwrap();
+            assert_eq!(
+                c.read().unwrap(),
+                Reply::Bulk(Some(format!("v {round}").into_bytes()))
+            );
+        }
+    }
+    let seen = store_clients(&redis);
+    assert!(
+        seen <= 2,
+        "store sees {seen} connections for {CLIENTS} clients sending inline commands"
+    );
+}
+
+#[test]
 fn sharing_can_be_turned_off() {
     let (redis, custos) = redis_behind_custos(|mut c: CustosConfig| {
         c.targets[0].extra.push_str("upstream_sharing = false\n");

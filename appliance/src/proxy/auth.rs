@@ -106,6 +106,16 @@ pub fn session_expiry(shard: &ShardCtx, identity: &Identity) -> Option<Expiry> {
     })
 }
 
+/// Completes at the expiry's instant; never when there is none.
+pub async fn sleep_until(expiry: Option<Expiry>) {
+    match expiry {
+        Some(e) => {
+            monoio::time::sleep(e.at.saturating_duration_since(std::time::Instant::now())).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// When a session's token runs out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiry {

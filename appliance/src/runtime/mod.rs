@@ -149,7 +149,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot start the control-plane thread")?
     };
 
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = if config.server.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut shard_threads = Vec::with_capacity(shared.shards);
     for id in 0..shared.shards {
         let core = if cores.is_empty() {

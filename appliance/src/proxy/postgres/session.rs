@@ -30,7 +30,7 @@ use super::upstream::{self, UpstreamError};
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
-use crate::proxy::auth::{Expiry, session_expiry, verify_token};
+use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::stream::{self, StreamRead, StreamWrite};
 use crate::runtime::notify::LocalNotify;
@@ -492,14 +492,6 @@ async fn until_end(s: &Session, wake: &LocalNotify) {
         if s.ended() {
             return;
         }
-    }
-}
-
-/// Completes at the expiry's instant; never when there is none.
-async fn sleep_until(expiry: Option<Expiry>) {
-    match expiry {
-        Some(e) => monoio::time::sleep(e.at.saturating_duration_since(Instant::now())).await,
-        None => std::future::pending().await,
     }
 }
 

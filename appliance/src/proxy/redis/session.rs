@@ -25,7 +25,7 @@ use super::upstream::{self, UpstreamError};
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
-use crate::proxy::auth::{Expiry, session_expiry, verify_token};
+use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::lingering_close;
 use crate::runtime::notify::LocalNotify;
@@ -278,6 +278,17 @@ async fn answer_first_command(
 /// store connection; a deeper pipeline gains nothing from sharing.
 const SHARE_BATCH_MAX: usize = 4;
 
+/// What the shared phase does with one planned command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// Forward the frame as it is.
+    Forward,
+    /// Forward the RESP form of an inline command.
+    Inline,
+    /// Answer the client's AUTH itself (`auth = "none"`).
+    Auth,
+}
+
 /// How a session's time on the shared store connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SharedEnd {
@@ -360,6 +371,7 @@ async fn shared_reader(
     let tokens = target.target.auth == AuthMode::Token;
     // Input the authentication phase read past the accepted AUTH.
     let mut unprocessed = !buf.bytes().is_empty();
+    let mut inline: Vec<u8> = Vec::new();
     loop {
         if end.get().is_some() {
             break;
@@ -406,14 +418,38 @@ async fn shared_reader(
         // pipeline, a large or partial frame, a stateful command, bad input)
         // is served on a connection of its own, which handles every case.
         let data = buf.bytes();
-        let mut plan: [(usize, usize, bool); SHARE_BATCH_MAX] = [(0, 0, false); SHARE_BATCH_MAX];
+        let mut plan: [(usize, usize, Planned); SHARE_BATCH_MAX] =
+            [(0, 0, Planned::Forward); SHARE_BATCH_MAX];
         let mut planned = 0;
         let mut pos = 0;
         let mut shareable = true;
+        // Inline commands (health checks send `PING\r\n`) are re-encoded as
+        // RESP arrays here, as on a dedicated connection.
+        inline.clear();
         while pos < data.len() {
             let frame = &data[pos..];
+            if planned == SHARE_BATCH_MAX {
+                shareable = false;
+                break;
+            }
             let head = match resp::command_head(frame, &limits) {
-                Ok(HeadStatus::Multibulk(h)) if h.captured >= 1 && planned < SHARE_BATCH_MAX => h,
+                Ok(HeadStatus::Multibulk(h)) if h.captured >= 1 => h,
+                Ok(HeadStatus::Inline { line, len }) => {
+                    let args = match resp::split_inline(line.slice(frame)) {
+                        Ok(a) if !a.is_empty() && shared::shareable(&a[0]) => a,
+                        _ => {
+                            shareable = false;
+                            break;
+                        }
+                    };
+                    let from = inline.len();
+                    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                    resp::encode::command(&mut inline, &refs);
+                    plan[planned] = (from, inline.len(), Planned::Inline);
+                    planned += 1;
+                    pos += len;
+                    continue;
+                }
                 _ => {
                     shareable = false;
                     break;
@@ -426,15 +462,15 @@ async fn shared_reader(
                     break;
                 }
             };
-            let auth = if shared::shareable(head.args[0].slice(frame)) {
-                false
+            let kind = if shared::shareable(head.args[0].slice(frame)) {
+                Planned::Forward
             } else if !tokens && commands::classify(frame, &head) == Class::Auth {
-                true
+                Planned::Auth
             } else {
                 shareable = false;
                 break;
             };
-            plan[planned] = (pos, pos + len, auth);
+            plan[planned] = (pos, pos + len, kind);
             planned += 1;
             pos += len;
         }
@@ -443,13 +479,13 @@ async fn shared_reader(
             break;
         }
         let now = Instant::now();
-        for &(from, to, auth) in &plan[..planned] {
-            if auth {
+        for &(from, to, kind) in &plan[..planned] {
+            match kind {
+                Planned::Forward => shared.submit(inbox, &data[from..to], now, None),
+                Planned::Inline => shared.submit(inbox, &inline[from..to], now, None),
                 // Under `auth = "none"` a client's AUTH is answered here and
                 // never forwarded; the carrier keeps the answer in its place.
-                shared.submit(inbox, CARRIER, now, Some(AUTH_OK));
-            } else {
-                shared.submit(inbox, &data[from..to], now, None);
+                Planned::Auth => shared.submit(inbox, CARRIER, now, Some(AUTH_OK)),
             }
         }
         m.commands.add(planned as u64);
@@ -1361,12 +1397,4 @@ fn track_subscription(s: &Session, frame: &[u8]) {
         _ => return,
     }
     s.subs.set(subs);
-}
-
-/// Completes at the expiry's instant; never when there is none.
-async fn sleep_until(expiry: Option<Expiry>) {
-    match expiry {
-        Some(e) => monoio::time::sleep(e.at.saturating_duration_since(Instant::now())).await,
-        None => std::future::pending().await,
-    }
 }
