@@ -68,14 +68,17 @@ impl ConnBuf {
     }
 
     /// Fills the free tail from a synchronous source (decrypted TLS data):
-    /// `f` gets the tail, returns how many bytes it wrote.
+    /// `f` gets up to `at_most` bytes of the tail (which are zeroed first:
+    /// keep `at_most` near what the source can deliver), returns how many
+    /// bytes it wrote.
     pub fn fill_with(
         &mut self,
+        at_most: usize,
         f: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
         let len = self.buf.len();
         let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
+        self.buf.resize(cap.min(len + at_most), 0);
         let res = f(&mut self.buf[len..]);
         let n = *res.as_ref().unwrap_or(&0);
         self.buf.truncate(len + n);

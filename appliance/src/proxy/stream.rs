@@ -28,6 +28,8 @@ use super::buffer::ConnBuf;
 /// Ciphertext read per system call; a TLS record is at most 16 KiB plus
 /// its header and tag.
 const CIPHER_READ_BYTES: usize = 18 * 1024;
+/// Plaintext taken from the TLS state per call: one record's worth.
+const TLS_RECORD_BYTES: usize = 16 * 1024;
 
 type Tls = Rc<RefCell<rustls::Connection>>;
 
@@ -106,7 +108,9 @@ impl StreamRead {
         };
         loop {
             // Plaintext the TLS state already holds.
-            match buf.fill_with(|dst| t.conn.borrow_mut().reader().read(dst)) {
+            match buf.fill_with(TLS_RECORD_BYTES, |dst| {
+                t.conn.borrow_mut().reader().read(dst)
+            }) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
