@@ -45,6 +45,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
+. "$here/scripts/common.sh"
 
 ROUNDS=${ROUNDS:-5}
 REQUESTS_P1=${BENCH_REQUESTS_P1:-50000}
@@ -69,16 +70,8 @@ for ep in "${ENDPOINTS[@]}"; do
     *) echo "unknown endpoint '$ep' (redis, custos, twemproxy, haproxy)" >&2; exit 2 ;;
   esac
 done
-missing=()
-for tool in "${need[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing tools: ${missing[*]}" >&2
-  echo "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;" \
-       "or leave endpoints out with BENCH_ENDPOINTS)" >&2
-  exit 1
-fi
+require_tools "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;\
+ or leave endpoints out with BENCH_ENDPOINTS)" "${need[@]}"
 
 # 10,000 idle client connections plus as many upstream connections need more
 # descriptors than the usual default; raising the hard limit needs root.
@@ -90,83 +83,33 @@ if [ "$IDLE_CONNS" -gt 0 ] && [ $((IDLE_CONNS * 2 + 1000)) -gt "$fds" ]; then
 fi
 
 # ---- housekeeping ----
-work=$(mktemp -d -t custos-bench.XXXXXX)
-declare -A PID PORT
-started=()
-cleanup() {
-  for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_ping PORT [PASSWORD]: until redis-cli gets PONG through PORT.
-wait_ping() {
-  local auth=()
-  [ -n "${2:-}" ] && auth=(-a "$2" --no-auth-warning)
-  for _ in $(seq 600); do
-    if [ "$(redis-cli -h 127.0.0.1 -p "$1" "${auth[@]}" PING 2>/dev/null)" = PONG ]; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "nothing answers PING on port $1" >&2
-  return 1
-}
-
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-CLK_TCK=$(getconf CLK_TCK)
+bench_setup custos-bench
 
 # ---- the store ----
-pass_default=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-pass_custos=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+pass_default=$(random_secret)
+pass_custos=$(random_secret)
 upstream_port=$(free_port)
 mkdir -p "$work/redis"
 redis-server --port "$upstream_port" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$work/redis" --logfile "$work/redis/redis.log" --maxclients 20000 \
   --requirepass "$pass_default" \
   --user custos on ">$pass_custos" '~*' '&*' '+@all' &
-PID[redis]=$!; PORT[redis]=$upstream_port; started+=("${PID[redis]}")
-wait_ping "$upstream_port" "$pass_default"
+track redis "$upstream_port"
+redis_wait_ping "$upstream_port" "$pass_default"
 
 # ---- the endpoints ----
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     custos)
-      if [ -n "${CUSTOS_BIN:-}" ]; then
-        bin=$CUSTOS_BIN
-      else
-        echo "building custos (release)..." >&2
-        (cd "$root" && cargo build --quiet --release -p custos --bin custos)
-        bin="${CARGO_TARGET_DIR:-$root/target}/release/custos"
-        case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
-      fi
+      build_custos
       printf '%s' "$pass_custos" > "$work/custos-secret"
       port=$(free_port); admin=$(free_port)
-      workers=$CUSTOS_WORKERS
-      [[ "$workers" =~ ^[0-9]+$ ]] || workers="\"$workers\""
-      cat > "$work/custos.toml" <<TOML
-[server]
-workers = $workers
-admin_listen = "127.0.0.1:$admin"
-log_format = "text"
-
-[[target]]
-name = "cache"
-protocol = "redis"
-listen = "127.0.0.1:$port"
-upstream = "127.0.0.1:$upstream_port"
-upstream_user = "custos"
-upstream_password_file = "$work/custos-secret"
-auth = "none"
-TOML
-      "$bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
-      PID[custos]=$!; PORT[custos]=$port; started+=("${PID[custos]}")
+      {
+        custos_server_toml "$admin"
+        custos_target_toml cache redis "$port" "$upstream_port" custos "$work/custos-secret" none
+      } > "$work/custos.toml"
+      "$custos_bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
+      track custos "$port"
       ;;
     twemproxy)
       port=$(free_port); stats=$(free_port)
@@ -185,38 +128,16 @@ bench:
 YML
       nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" \
         -s "$stats" -a 127.0.0.1 -p "$work/nutcracker.pid" &
-      PID[twemproxy]=$!; PORT[twemproxy]=$port; started+=("${PID[twemproxy]}")
+      track twemproxy "$port"
       ;;
     haproxy)
-      port=$(free_port)
       # Two descriptors per proxied connection, within the open-file limit.
-      haproxy_maxconn=$(( (fds - 200) / 2 ))
-      cat > "$work/haproxy.cfg" <<CFG
-global
-  maxconn $haproxy_maxconn
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-frontend redis_in
-  bind 127.0.0.1:$port
-  default_backend redis_out
-backend redis_out
-  server store 127.0.0.1:$upstream_port
-CFG
-      haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-      PID[haproxy]=$!; PORT[haproxy]=$port; started+=("${PID[haproxy]}")
+      start_haproxy redis $(( (fds - 200) / 2 )) "$(free_port)" "$upstream_port"
       ;;
   esac
 done
-for ep in "${ENDPOINTS[@]}"; do
-  if ! wait_ping "${PORT[$ep]}" "$pass_default"; then
-    echo "$ep did not come up; its log:" >&2
-    cat "$work/$ep.log" >&2 2>/dev/null || true
-    exit 1
-  fi
-done
+ping_endpoint() { redis_wait_ping "${PORT[$1]}" "$pass_default"; }
+wait_endpoints ping_endpoint "${ENDPOINTS[@]}"
 
 echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3)" >&2
 echo "rounds=$ROUNDS clients=$CLIENTS data=$DATA_BYTES keyspace=$KEYSPACE" \
@@ -251,17 +172,14 @@ bench_one() {
   fi
   printf '%s\n' "$rows" >> "$OUT"
   if [ "$pipeline" = 1 ]; then
-    awk -v r="$round" -v e="$ep" -v d=$((after - before)) -v hz="$CLK_TCK" -v n=$((2 * n)) \
-      'BEGIN { printf "%s,%s,1,GET+SET,cpu_us_per_cmd,%.3f\n", r, e, d / hz * 1e6 / n }' >> "$OUT"
+    echo "$round,$ep,1,GET+SET,cpu_us_per_cmd,$(us_per $((after - before)) $((2 * n)) 3)" >> "$OUT"
   fi
   printf '  round %s  %-9s -P %-3s %s\n' "$round" "$ep" "$pipeline" \
     "$(printf '%s\n' "$rows" | awk -F, '$5 == "rps" { printf "%s %.0f/s  ", $4, $6 }')" >&2
 }
 
-count=${#ENDPOINTS[@]}
 for ((round = 1; round <= ROUNDS; round++)); do
-  for ((i = 0; i < count; i++)); do
-    ep=${ENDPOINTS[$(( (i + round - 1) % count ))]}
+  for ep in $(rotated "$round" "${ENDPOINTS[@]}"); do
     for pipeline in $PIPELINES; do
       bench_one "$round" "$ep" "$pipeline"
     done
