@@ -76,24 +76,13 @@ pub struct TargetConfig {
 impl TargetConfig {
     /// A Redis target named `name` fronting `upstream` as its ACL user.
     pub fn redis(name: &str, upstream: &RedisServer) -> Self {
-        TargetConfig {
-            name: name.into(),
-            protocol: "redis".into(),
-            upstream_port: upstream.port(),
-            upstream_user: upstream.user().into(),
-            password: PasswordSource::File(upstream.password().into()),
-            auth: "none".into(),
-            buffer_bytes_max: None,
-            pending_replies_max: None,
-            connect_timeout_ms: None,
-            upstream_database: None,
-            tls_cert: None,
-            tls_key: None,
-            allow_plaintext_auth: None,
-            upstream_tls: None,
-            upstream_tls_ca: None,
-            extra: String::new(),
-        }
+        Self::base(
+            name,
+            "redis",
+            upstream.port(),
+            upstream.user(),
+            upstream.password(),
+        )
     }
 
     /// A PostgreSQL target named `name` fronting `upstream` as its
@@ -102,11 +91,25 @@ impl TargetConfig {
     /// `upstream_database` (the client's database name is forwarded).
     pub fn postgres(name: &str, upstream: &PostgresServer) -> Self {
         TargetConfig {
+            allow_plaintext_auth: Some(true),
+            ..Self::base(
+                name,
+                "postgres",
+                upstream.port(),
+                upstream.user(),
+                upstream.password(),
+            )
+        }
+    }
+
+    /// A target with every optional key unset and `auth = "none"`.
+    fn base(name: &str, protocol: &str, port: u16, user: &str, password: &str) -> Self {
+        TargetConfig {
             name: name.into(),
-            protocol: "postgres".into(),
-            upstream_port: upstream.port(),
-            upstream_user: upstream.user().into(),
-            password: PasswordSource::File(upstream.password().into()),
+            protocol: protocol.into(),
+            upstream_port: port,
+            upstream_user: user.into(),
+            password: PasswordSource::File(password.into()),
             auth: "none".into(),
             buffer_bytes_max: None,
             pending_replies_max: None,
@@ -114,7 +117,7 @@ impl TargetConfig {
             upstream_database: None,
             tls_cert: None,
             tls_key: None,
-            allow_plaintext_auth: Some(true),
+            allow_plaintext_auth: None,
             upstream_tls: None,
             upstream_tls_ca: None,
             extra: String::new(),
@@ -667,6 +670,30 @@ impl RssWatch {
     /// The largest RSS seen so far, in KiB.
     pub fn max_kib(&self) -> u64 {
         self.max_kib.load(Ordering::Relaxed)
+    }
+
+    /// Stops sampling and asserts that `custos` grew by less than
+    /// `limit_mib` over `baseline_kib` at any point while watched, for
+    /// `what` (a transfer that must stream through bounded buffers).
+    pub fn assert_growth_below(
+        self,
+        custos: &Custos,
+        baseline_kib: u64,
+        limit_mib: u64,
+        what: &str,
+    ) {
+        let after_kib = custos.rss_kib();
+        let max_kib = self.max_kib().max(after_kib);
+        drop(self);
+        let growth_mib = max_kib.saturating_sub(baseline_kib) / 1024;
+        eprintln!(
+            "custos RSS: baseline {baseline_kib} KiB, max {max_kib} KiB, after {after_kib} KiB"
+        );
+        assert!(
+            growth_mib < limit_mib,
+            "custos RSS grew by {growth_mib} MiB (baseline {baseline_kib} KiB, max {max_kib} KiB) \
+             for {what}"
+        );
     }
 }
 

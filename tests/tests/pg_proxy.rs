@@ -393,15 +393,11 @@ fn copy_of_20_mib_in_and_out_streams_through_small_buffers() {
         "the session is usable after both COPYs"
     );
 
-    let after_kib = custos.rss_kib();
-    let max_kib = watch.max_kib().max(after_kib);
-    drop(watch);
-    let growth_mib = max_kib.saturating_sub(baseline_kib) / 1024;
-    eprintln!("custos RSS: baseline {baseline_kib} KiB, max {max_kib} KiB, after {after_kib} KiB");
-    assert!(
-        growth_mib < 16,
-        "custos RSS grew by {growth_mib} MiB (baseline {baseline_kib} KiB, max {max_kib} KiB) \
-         for a 20 MiB COPY with buffer_bytes_max = 65536: the COPY was buffered, not streamed"
+    watch.assert_growth_below(
+        &custos,
+        baseline_kib,
+        16,
+        "a 20 MiB COPY with buffer_bytes_max = 65536: the COPY was buffered, not streamed",
     );
 }
 

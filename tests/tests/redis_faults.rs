@@ -84,15 +84,11 @@ fn value_of_300_mib_streams_through_bounded_buffers() {
         "the connection stays usable"
     );
 
-    let after_kib = custos.rss_kib();
-    let max_kib = watch.max_kib().max(after_kib);
-    drop(watch);
-    let growth_mib = max_kib.saturating_sub(baseline_kib) / 1024;
-    eprintln!("custos RSS: baseline {baseline_kib} KiB, max {max_kib} KiB, after {after_kib} KiB");
-    assert!(
-        growth_mib < 64,
-        "custos RSS grew by {growth_mib} MiB (baseline {baseline_kib} KiB, max {max_kib} KiB) \
-         for a 300 MiB value with buffer_bytes_max = 65536"
+    watch.assert_growth_below(
+        &custos,
+        baseline_kib,
+        64,
+        "a 300 MiB value with buffer_bytes_max = 65536",
     );
 }
 
