@@ -7,12 +7,15 @@
 
 use crate::net::{RawConn, free_port};
 use crate::process::{ChildGuard, ToolOutput, poll_until, run_tool};
-use crate::resp::Reply;
+use crate::resp::{Reply, encode_str};
 use crate::{SETTLE_TIMEOUT, random_hex};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
+
+/// Fresh ports tried when another process takes the one picked first.
+const PORT_ATTEMPTS: usize = 5;
 
 /// How the server is started.
 #[derive(Debug, Clone)]
@@ -64,11 +67,21 @@ impl RedisServer {
             opts,
             child: None,
         };
-        server.spawn();
-        server
+        // Another test may take the free port before the server binds it:
+        // then the server exits at once and a new port is tried.
+        for _ in 0..PORT_ATTEMPTS {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) if e.contains("Address already in use") => server.port = free_port(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("redis-server found no free port in {PORT_ATTEMPTS} attempts");
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server on its port and waits until the ACL user can log
+    /// in; `Err` with the log when the server exits first.
+    fn spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -93,23 +106,33 @@ impl RedisServer {
         let port = self.port;
         let (user, password) = (self.opts.user.clone(), self.password.clone());
         let log_path = self.log_path();
-        poll_until(SETTLE_TIMEOUT, "redis-server to answer PING", || {
+        let exited = poll_until(SETTLE_TIMEOUT, "redis-server to answer PING", || {
             if let Some(status) = child.try_wait() {
-                panic!(
+                return Ok(Some(format!(
                     "redis-server on port {port} exited with {status}; log:\n{}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
+                )));
             }
-            let mut c = RawConn::connect(port).map_err(|e| e.to_string())?;
-            let auth = c.cmd(&["AUTH", &user, &password]);
-            let pong = c.cmd(&["PING"]);
+            // Anything short of both answers (refused, reset while the
+            // server starts) means not ready yet.
+            let io = |e: std::io::Error| e.to_string();
+            let mut c = RawConn::connect(port).map_err(io)?;
+            c.send(&encode_str(&["AUTH", &user, &password]))
+                .map_err(io)?;
+            let auth = c.read().map_err(io)?;
+            c.send(&encode_str(&["PING"])).map_err(io)?;
+            let pong = c.read().map_err(io)?;
             if auth == Reply::Simple("OK".into()) && pong == Reply::Simple("PONG".into()) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(format!("AUTH -> {auth:?}, PING -> {pong:?}"))
             }
         });
+        if let Some(log) = exited {
+            return Err(log);
+        }
         self.child = Some(child);
+        Ok(())
     }
 
     /// The port the server listens on (kept across restarts).
@@ -158,7 +181,9 @@ impl RedisServer {
     /// password and an empty data set.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("{e}");
+        }
     }
 
     /// A `redis` crate client that talks to the server directly, as the
