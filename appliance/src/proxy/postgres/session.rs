@@ -336,6 +336,66 @@ fn frontend_terminate(out: &mut Vec<u8>) {
     encode::terminate(out);
 }
 
+/// Walks one direction's messages through a connection buffer: a message
+/// that fits the buffer waits until it is whole, a larger one streams
+/// through as its bytes arrive.
+struct Framing {
+    limits: pgwire::Limits,
+    /// `buffer_bytes_max`.
+    bound: usize,
+    /// Bytes of a streamed message still to come.
+    partial: usize,
+}
+
+/// The message at the front of the unprocessed bytes.
+enum Next {
+    /// All of it is buffered.
+    Whole(pgwire::Header),
+    /// Larger than the buffer: its buffered part goes now, the rest as it
+    /// arrives.
+    Streamed(pgwire::Header),
+    /// Incomplete: read more.
+    Wait,
+    /// Not the protocol.
+    Bad(pgwire::Error),
+}
+
+impl Framing {
+    fn new(limits: pgwire::Limits, bound: usize) -> Framing {
+        Framing {
+            limits,
+            bound,
+            partial: 0,
+        }
+    }
+
+    /// How many bytes at the front of `len` new ones continue a streamed
+    /// message.
+    fn resume(&mut self, len: usize) -> usize {
+        let take = self.partial.min(len);
+        self.partial -= take;
+        take
+    }
+
+    /// Whether a streamed message is still coming.
+    fn streaming(&self) -> bool {
+        self.partial > 0
+    }
+
+    fn next(&mut self, data: &[u8]) -> Next {
+        match pgwire::header(data, &self.limits) {
+            Ok(None) => Next::Wait,
+            Err(e) => Next::Bad(e),
+            Ok(Some(h)) if h.len <= data.len() => Next::Whole(h),
+            Ok(Some(h)) if h.len <= self.bound => Next::Wait,
+            Ok(Some(h)) => {
+                self.partial = h.len - data.len();
+                Next::Streamed(h)
+            }
+        }
+    }
+}
+
 /// Whether a frontend tag may appear once the session is established.
 fn session_tag(tag: u8) -> bool {
     use frontend::tag::*;
@@ -366,12 +426,11 @@ async fn client_side(
 ) -> (StreamRead, StreamWrite) {
     use frontend::tag;
     let m = s.target.metrics();
-    let limits = pgwire::Limits::frontend();
-    let bound = s.target.target.buffer_bytes_max;
+    let mut framing = Framing::new(pgwire::Limits::frontend(), s.target.target.buffer_bytes_max);
     let pending_max = s.target.target.pending_replies_max;
-    // Bytes of a message larger than the buffer still to stream through.
-    let mut partial: usize = 0;
     let mut unprocessed = !buf.bytes().is_empty();
+    // One timer for the session's life, not one per read.
+    let mut expiry_timer = std::pin::pin!(sleep_until(s.expiry));
     loop {
         s.check_control();
         if s.ended() {
@@ -393,7 +452,7 @@ async fn client_side(
             let n = monoio::select! {
                 r = cread.read(&mut buf) => r.unwrap_or(0),
                 _ = until_end(s, &s.control.wake_client_side) => break,
-                _ = sleep_until(s.expiry) => continue,
+                _ = &mut expiry_timer => continue,
             };
             if n == 0 {
                 s.finish(End::ClientGone);
@@ -407,16 +466,12 @@ async fn client_side(
         let mut terminate = false;
         let mut bad: Option<String> = None;
         let now = Instant::now();
-        if partial > 0 {
-            let take = partial.min(data.len());
-            pos = take;
-            partial -= take;
-        }
-        while partial == 0 && pos < data.len() {
-            let h = match pgwire::header(&data[pos..], &limits) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
+        pos += framing.resume(data.len());
+        while !framing.streaming() && pos < data.len() {
+            let h = match framing.next(&data[pos..]) {
+                Next::Whole(h) | Next::Streamed(h) => h,
+                Next::Wait => break,
+                Next::Bad(e) => {
                     bad = Some(format!("invalid message: {e}"));
                     break;
                 }
@@ -428,14 +483,6 @@ async fn client_side(
                 ));
                 break;
             }
-            let avail = data.len() - pos;
-            if h.len > avail {
-                if h.len <= bound {
-                    // Wait for the whole message.
-                    break;
-                }
-                partial = h.len - avail;
-            }
             match h.tag {
                 tag::QUERY | tag::FUNCTION_CALL => {
                     m.commands.add(1);
@@ -446,12 +493,12 @@ async fn client_side(
                 tag::TERMINATE => terminate = true,
                 _ => {}
             }
-            pos += h.len.min(avail);
+            pos += h.len.min(data.len() - pos);
             if terminate {
                 break;
             }
         }
-        s.client_mid_message.set(partial > 0);
+        s.client_mid_message.set(framing.streaming());
         s.client_buffered.set(pos < data.len());
 
         if pos > 0 {
@@ -634,9 +681,7 @@ async fn upstream_side(
 ) -> (StreamRead, StreamWrite) {
     use backend::tag;
     let m = s.target.metrics();
-    let limits = pgwire::Limits::backend();
-    let bound = s.target.target.buffer_bytes_max;
-    let mut partial: usize = 0;
+    let mut framing = Framing::new(pgwire::Limits::backend(), s.target.target.buffer_bytes_max);
     let mut unprocessed = !buf.bytes().is_empty();
     loop {
         if s.control.abort.get() {
@@ -667,30 +712,21 @@ async fn upstream_side(
         let mut pos = 0;
         let mut ready = false;
         let mut broken = false;
-        if partial > 0 {
-            let take = partial.min(data.len());
-            pos = take;
-            partial -= take;
-        }
-        while partial == 0 && pos < data.len() {
-            let h = match pgwire::header(&data[pos..], &limits) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
+        pos += framing.resume(data.len());
+        while !framing.streaming() && pos < data.len() {
+            let h = match framing.next(&data[pos..]) {
+                Next::Whole(h) => h,
+                Next::Streamed(_) => {
+                    pos = data.len();
+                    break;
+                }
+                Next::Wait => break,
+                Next::Bad(e) => {
                     warn!(target = %s.target.target.name, error = %e, "the store broke the protocol");
                     broken = true;
                     break;
                 }
             };
-            let avail = data.len() - pos;
-            if h.len > avail {
-                if h.len <= bound {
-                    break;
-                }
-                partial = h.len - avail;
-                pos = data.len();
-                break;
-            }
             let msg = &data[pos..pos + h.len];
             match h.tag {
                 tag::READY_FOR_QUERY => {
@@ -715,7 +751,7 @@ async fn upstream_side(
             }
             pos += h.len;
         }
-        s.store_mid_message.set(partial > 0);
+        s.store_mid_message.set(framing.streaming());
 
         if pos > 0 {
             let v = buf.take();

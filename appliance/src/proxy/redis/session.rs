@@ -372,6 +372,8 @@ async fn shared_reader(
     // Input the authentication phase read past the accepted AUTH.
     let mut unprocessed = !buf.bytes().is_empty();
     let mut inline: Vec<u8> = Vec::new();
+    // One timer for the session's life, not one per read.
+    let mut expiry_timer = std::pin::pin!(sleep_until(expiry));
     loop {
         if end.get().is_some() {
             break;
@@ -401,7 +403,7 @@ async fn shared_reader(
                 monoio::select! {
                     _ = control.wake_client_side.notified() => {}
                     _ = stop.notified() => {}
-                    _ = sleep_until(expiry) => {}
+                    _ = &mut expiry_timer => {}
                 }
             };
             let Ok(n) = buf.read_or(&mut cr, woken).await else {
@@ -617,6 +619,9 @@ async fn client_side(
     let mut buf = leftover;
     // Rewritten commands (inline commands, HELLO without AUTH); rare.
     let mut scratch: Vec<u8> = Vec::new();
+    // One timer per token, not one per read; a new token (AUTH) resets it.
+    let mut timer_for = s.expiry.get();
+    let mut expiry_timer = std::pin::pin!(sleep_until(timer_for));
 
     'read: loop {
         s.check_control();
@@ -645,10 +650,14 @@ async fn client_side(
                 .await;
                 break;
             }
+            if s.expiry.get() != timer_for {
+                timer_for = s.expiry.get();
+                expiry_timer.set(sleep_until(timer_for));
+            }
             let woken = async {
                 monoio::select! {
                     _ = s.control.wake_client_side.notified() => {}
-                    _ = sleep_until(s.expiry.get()) => {}
+                    _ = &mut expiry_timer => {}
                 }
             };
             let Ok(n) = buf.read_or(&mut cr, woken).await else {
