@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod postgres;
 pub mod redis;
 pub mod stream;
+pub mod upstream;
 
 use std::time::Duration;
 

@@ -220,7 +220,10 @@ pub async fn serve(
                     m.error(ErrorKind::UpstreamAuth);
                     UPSTREAM_REFUSED
                 }
-                UpstreamError::Connect { .. } | UpstreamError::Malformed { .. } => {
+                UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Refused { .. }
+                | UpstreamError::Malformed { .. } => {
                     m.error(ErrorKind::UpstreamUnavailable);
                     UPSTREAM_UNAVAILABLE
                 }

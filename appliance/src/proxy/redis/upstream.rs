@@ -5,45 +5,16 @@
 //! which the client never sees. The AUTH command is encoded once per target
 //! and kept, like the credential, out of every log line and error.
 
-use std::time::Duration;
-
 use custos_parsers::resp::{self, Frame, Limits};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::Target;
+pub use crate::proxy::upstream::UpstreamError;
+use crate::proxy::upstream::within_connect_timeout;
 
 /// Largest reply to the appliance's AUTH that is read.
 const AUTH_REPLY_BYTES_MAX: usize = 4096;
-
-/// Why the store could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Connecting failed or timed out.
-    #[error("cannot connect to {addr}: {reason}")]
-    Connect {
-        /// The store's address.
-        addr: String,
-        /// What the operating system said.
-        reason: String,
-    },
-    /// The store refused the appliance's credential.
-    #[error("upstream {addr} refused the credential of user {user:?}: {message}")]
-    Credential {
-        /// The store's address.
-        addr: String,
-        /// The appliance's user name at the store.
-        user: String,
-        /// The store's own error text (it never repeats the password).
-        message: String,
-    },
-    /// The store answered AUTH with something that is not RESP.
-    #[error("upstream {addr} answered AUTH with a malformed reply")]
-    Malformed {
-        /// The store's address.
-        addr: String,
-    },
-}
 
 /// The pre-encoded `AUTH user password` command for a target, or `None`
 /// when the store needs no credential.
@@ -60,14 +31,7 @@ pub fn auth_command(target: &Target) -> Option<Box<[u8]>> {
 /// Connects to the store and authenticates; bounded by the target's
 /// `connect_timeout_ms` as a whole.
 pub async fn connect(target: &Target, auth: Option<&[u8]>) -> Result<TcpStream, UpstreamError> {
-    let deadline = Duration::from_millis(target.connect_timeout_ms);
-    match monoio::time::timeout(deadline, connect_inner(target, auth)).await {
-        Ok(r) => r,
-        Err(_) => Err(UpstreamError::Connect {
-            addr: target.upstream.clone(),
-            reason: format!("timed out after {} ms", target.connect_timeout_ms),
-        }),
-    }
+    within_connect_timeout(target, connect_inner(target, auth)).await
 }
 
 async fn connect_inner(target: &Target, auth: Option<&[u8]>) -> Result<TcpStream, UpstreamError> {
@@ -93,6 +57,7 @@ async fn connect_inner(target: &Target, auth: Option<&[u8]>) -> Result<TcpStream
             if buf.len() >= AUTH_REPLY_BYTES_MAX {
                 return Err(UpstreamError::Malformed {
                     addr: target.upstream.clone(),
+                    what: format!("a reply to AUTH longer than {AUTH_REPLY_BYTES_MAX} bytes"),
                 });
             }
             buf.reserve(buf.len());
@@ -127,12 +92,14 @@ async fn connect_inner(target: &Target, auth: Option<&[u8]>) -> Result<TcpStream
                     }),
                     _ => Err(UpstreamError::Malformed {
                         addr: target.upstream.clone(),
+                        what: "a malformed reply to AUTH".into(),
                     }),
                 };
             }
             Err(_) => {
                 return Err(UpstreamError::Malformed {
                     addr: target.upstream.clone(),
+                    what: "a malformed reply to AUTH".into(),
                 });
             }
         }
