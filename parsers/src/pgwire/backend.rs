@@ -796,14 +796,9 @@ fn copy_response<'a>(c: &mut Cursor<'a>) -> Result<CopyResponse<'a>, Error> {
 mod tests {
     use super::*;
     use crate::pgwire::encode;
+    use crate::pgwire::testutil::written;
     use crate::pgwire::testutil::{backend_samples, mutate_and_parse_backend, render_backend};
     use proptest::prelude::*;
-
-    fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut out = Vec::new();
-        f(&mut out);
-        out
-    }
 
     #[test]
     fn hand_written_messages() {

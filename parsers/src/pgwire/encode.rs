@@ -622,14 +622,9 @@ pub fn function_call_response(out: &mut Vec<u8>, result: Option<&[u8]>) {
 mod tests {
     use super::*;
     use crate::pgwire::backend::{self, Message};
+    use crate::pgwire::testutil::written;
     use crate::pgwire::{Limits, check};
     use proptest::prelude::*;
-
-    fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut out = Vec::new();
-        f(&mut out);
-        out
-    }
 
     /// Each writer against the bytes the protocol documentation gives.
     #[test]

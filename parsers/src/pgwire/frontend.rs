@@ -307,16 +307,11 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], Option<&[u8]>), Erro
 mod tests {
     use super::*;
     use crate::pgwire::encode;
+    use crate::pgwire::testutil::written;
     use crate::pgwire::testutil::{
         frontend_samples, mutate_and_parse_frontend, render_frontend, visit_frontend,
     };
     use proptest::prelude::*;
-
-    fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut out = Vec::new();
-        f(&mut out);
-        out
-    }
 
     #[test]
     fn hand_written_messages() {

@@ -199,13 +199,8 @@ pub(crate) fn secret_within(secret: &[u8]) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::pgwire::encode;
+    use crate::pgwire::testutil::written;
     use proptest::prelude::*;
-
-    fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut out = Vec::new();
-        f(&mut out);
-        out
-    }
 
     #[test]
     fn hand_written_messages() {

@@ -12,7 +12,8 @@ fn b(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+/// What `f` writes into an empty buffer.
+pub(crate) fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::new();
     f(&mut out);
     out
