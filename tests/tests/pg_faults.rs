@@ -275,7 +275,14 @@ with psycopg.connect(conninfo, autocommit=True) as watcher:
                 raise AssertionError(f"round {i}: pg_sleep(30) was not cancelled")
             t.join()
             assert not problems, problems
-            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+            # The postmaster signals a cancelled backend twice (process and
+            # process group); on a loaded machine the second signal can land
+            # after the error and cancel the next statement. One retry.
+            try:
+                got = conn.execute("SELECT %s::int", (i,)).fetchone()
+            except psycopg.errors.QueryCanceled:
+                got = conn.execute("SELECT %s::int", (i,)).fetchone()
+            assert got == (i,), got
         print(f"round {i} cancelled")
 print("ok")
 "#,
@@ -338,8 +345,28 @@ fn cancel_with_a_forged_key_cancels_nothing() {
             "round {round}: {r:?}"
         );
         assert_eq!(r.status, b'I');
+        settle_after_cancel(&mut c, round);
     }
     assert_eq!(c.column("SELECT 'still usable'"), ["still usable"]);
+}
+
+/// PostgreSQL's postmaster signals a cancelled backend twice (the process
+/// and its process group). On a loaded machine the backend can handle the
+/// first signal, answer, and only then see the second, which cancels
+/// whatever the session runs next. Drain that stray signal with a trivial
+/// query so the next round starts clean; a cancel that custos itself
+/// forwarded twice would show up as more than one stray.
+fn settle_after_cancel(c: &mut PgRaw, round: usize) {
+    for attempt in 0..2 {
+        c.send(&pgwire::query("SELECT 1")).expect("send");
+        let r = c.read_query_result().expect("SELECT 1 result");
+        match r.error.as_ref().map(|e| e.code().to_owned()) {
+            None => return,
+            Some(code) if code == "57014" && attempt == 0 => continue,
+            Some(code) => panic!("round {round}: SELECT 1 after a cancel failed with {code}"),
+        }
+    }
+    panic!("round {round}: more than one stray cancel after one CancelRequest");
 }
 
 // ---- shutdown ----
