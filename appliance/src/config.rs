@@ -80,7 +80,8 @@ struct RawConfig {
     identity: Option<Spanned<RawIdentity>>,
     audit: Option<Spanned<toml::Value>>,
     rule: Option<Spanned<toml::Value>>,
-    mask: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    mask: Vec<Spanned<crate::mask::config::RawMask>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -197,6 +198,8 @@ pub struct Config {
     /// How client tokens are verified (`[identity]`); required by targets
     /// with `auth = "token"`.
     pub identity: Option<IdentityConfig>,
+    /// The `[[mask]]` rules, compiled.
+    pub masks: std::sync::Arc<crate::mask::Masks>,
 }
 
 /// Process-wide settings (`[server]`).
@@ -289,11 +292,7 @@ impl Config {
             .map_err(|e| ConfigError::plain(path, format_args!("{}", e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
 
-        for (key, value) in [
-            ("audit", &raw.audit),
-            ("rule", &raw.rule),
-            ("mask", &raw.mask),
-        ] {
+        for (key, value) in [("audit", &raw.audit), ("rule", &raw.rule)] {
             if let Some(v) = value {
                 return Err(ConfigError::at(
                     path,
@@ -393,10 +392,12 @@ impl Config {
         if targets.is_empty() {
             return Err(ConfigError::plain(path, "no [[target]]: nothing to front"));
         }
+        let masks = crate::mask::config::validate(path, src, base, &raw.mask, &targets)?;
         Ok(Config {
             server,
             targets,
             identity,
+            masks: std::sync::Arc::new(crate::mask::Masks::new(masks)),
         })
     }
 }
@@ -910,6 +911,56 @@ auth = "none"
         let src = format!("{MINIMAL}\n[[rule]]\nid = \"x\"\naction = \"block\"\n");
         let err = parse(&src).unwrap_err().to_string();
         assert!(err.contains("`rule`") && err.contains("line 13"), "{err}");
+    }
+
+    #[test]
+    fn mask_sections_are_checked_with_key_and_line() {
+        let ok = format!(
+            "{MINIMAL}\n[[mask]]\ntarget = \"cache\"\ndetectors = [\"email\"]\nkeys = [\"s:*\"]\n"
+        );
+        let c = parse(&ok).unwrap();
+        assert!(c.masks.apply_to("cache") && !c.masks.is_empty());
+        for (mask, key, needle) in [
+            (
+                "detectors = [\"emails\"]",
+                "mask.detectors",
+                "unknown detector",
+            ),
+            (
+                "detectors = [\"email\"]\nstyle = \"hash\"",
+                "mask.style",
+                "hash_key_file",
+            ),
+            (
+                "target = \"cache\"\ncolumns = [\"t.c\"]",
+                "mask.columns",
+                "redis",
+            ),
+            (
+                "target = \"nope\"\ndetectors = [\"email\"]",
+                "mask.target",
+                "no [[target]]",
+            ),
+            (
+                "target = \"cache\"\nfields = [\"f\"]\nstyle = \"null\"",
+                "mask.style",
+                "PostgreSQL",
+            ),
+            (
+                "detectors = [\"email\"]\nstyle = \"blur\"",
+                "mask.style",
+                "not one of",
+            ),
+            ("patterns = [\"(\"]", "mask.patterns", "does not compile"),
+            ("except_groups = [\"x\"]", "mask.detectors", "masks nothing"),
+        ] {
+            let src = format!("{MINIMAL}\n[[mask]]\n{mask}\n");
+            let err = parse(&src).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(needle) && err.contains("line 1"),
+                "{mask}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod identity;
+pub mod mask;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

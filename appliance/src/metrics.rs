@@ -102,6 +102,8 @@ pub struct TargetMetrics {
     pub client_bytes_received: Counter,
     /// Bytes written to clients.
     pub client_bytes_sent: Counter,
+    /// Replies (Redis frames, PostgreSQL messages) rewritten by masking.
+    pub replies_masked: Counter,
     errors: [Counter; ErrorKind::ALL.len()],
     /// Latency merged from the shard's [`LocalLatency`].
     shared: Mutex<Histogram<u64>>,
@@ -152,6 +154,7 @@ impl Default for TargetMetrics {
             commands: Counter::default(),
             client_bytes_received: Counter::default(),
             client_bytes_sent: Counter::default(),
+            replies_masked: Counter::default(),
             errors: Default::default(),
             shared: Mutex::new(new_histogram()),
         }
@@ -191,7 +194,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Get = fn(&TargetMetrics) -> u64;
-        let simple: [(&str, &str, &str, Get); 5] = [
+        let simple: [(&str, &str, &str, Get); 6] = [
             (
                 "custos_connections_open",
                 "gauge",
@@ -221,6 +224,12 @@ impl Metrics {
                 "counter",
                 "Bytes written to clients.",
                 |m| m.client_bytes_sent.get(),
+            ),
+            (
+                "custos_replies_masked_total",
+                "counter",
+                "Replies rewritten because masking found something to hide.",
+                |m| m.replies_masked.get(),
             ),
         ];
         for (name, kind, help, get) in simple {

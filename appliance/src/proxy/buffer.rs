@@ -34,6 +34,11 @@ impl ConnBuf {
         }
     }
 
+    /// Lets the buffer grow up to `max` (never lowers the bound).
+    pub fn raise_bound(&mut self, max: usize) {
+        self.max = self.max.max(max);
+    }
+
     /// Makes room for a read: grows a full buffer (doubling) up to the bound.
     /// Returns `false` when the buffer is full at its bound.
     pub fn make_room(&mut self) -> bool {

@@ -29,6 +29,8 @@ use super::startup::{self, ClientStart};
 use super::upstream;
 use crate::config::AuthMode;
 use crate::identity::Identity;
+use crate::mask::postgres::{self as pgmask, ColumnIndex, Seen, Tracker};
+use crate::mask::{Scratch, SessionMask};
 use crate::metrics::ErrorKind;
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
@@ -42,6 +44,9 @@ use crate::runtime::shard::{ShardCtx, TargetCtx};
 const TOKEN_TOO_LARGE: &str = "custos: token refused: token too large";
 /// How long ending a session waits to tell the store it is leaving.
 const TERMINATE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Largest store message a masked session holds whole to rewrite it; a
+/// larger one ends the session rather than reach the client unchecked.
+pub const MASKED_MESSAGE_BYTES_MAX: usize = crate::config::BUFFER_BYTES_MAX_CEILING;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,13 @@ struct Session {
     space: LocalNotify,
     /// When the identity's token runs out.
     expiry: Option<Expiry>,
+    /// The masks that apply to the identity; `None`: replies pass as they are.
+    mask: Option<std::sync::Arc<SessionMask>>,
+    /// Masked columns resolved in the store's catalog.
+    columns: ColumnIndex,
+    /// Follows both directions to know the shape of each row (masked
+    /// sessions only).
+    tracker: RefCell<Tracker>,
 }
 
 impl Session {
@@ -190,7 +202,12 @@ async fn run(
         "session start"
     );
 
-    let up = match upstream::connect(target, &params, database.as_deref()).await {
+    let mask = shard
+        .shared
+        .config
+        .masks
+        .for_session(&target.target.name, &identity);
+    let mut up = match upstream::connect(target, &params, database.as_deref()).await {
         Ok(up) => up,
         Err(e) => {
             warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
@@ -228,6 +245,37 @@ async fn run(
             return;
         }
     };
+
+    // Masked columns are found by table OID and attribute number, which
+    // only the store's catalog knows. A session whose masks cannot be
+    // resolved is not served: it would see the values in clear.
+    let mut columns = ColumnIndex::default();
+    if let Some(sql) = mask.as_deref().and_then(pgmask::catalog_query) {
+        match upstream::own_query(&mut up, &sql).await {
+            Ok(rows) => {
+                for row in &rows {
+                    let values: Vec<Option<&[u8]>> = row.iter().map(|v| v.as_deref()).collect();
+                    pgmask::add_catalog_row(&mut columns, &values);
+                }
+            }
+            Err(e) => {
+                warn!(target = %target.target.name, %peer, error = %e, "cannot resolve masked columns; refusing the session");
+                startup::refuse(
+                    target,
+                    read,
+                    write,
+                    sqlstate::CONNECTION_FAILURE,
+                    "custos: upstream unavailable (masked columns cannot be resolved)",
+                )
+                .await;
+                return;
+            }
+        }
+    }
+    if mask.is_some() {
+        // A masked row is rewritten whole, so it must be held whole.
+        up.buf.raise_bound(MASKED_MESSAGE_BYTES_MAX);
+    }
 
     // The client's key stands for the store connection's; the store's own
     // key never leaves the appliance.
@@ -267,6 +315,9 @@ async fn run(
         protocol_error: RefCell::new(None),
         space: LocalNotify::default(),
         expiry,
+        mask,
+        columns,
+        tracker: RefCell::new(Tracker::default()),
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -467,10 +518,13 @@ async fn client_side(
         let mut terminate = false;
         let mut bad: Option<String> = None;
         let now = Instant::now();
+        // The batch as sent, when the appliance adds messages to it.
+        let mut injected: Option<Vec<u8>> = None;
         pos += framing.resume(data.len());
         while !framing.streaming() && pos < data.len() {
-            let h = match framing.next(&data[pos..]) {
-                Next::Whole(h) | Next::Streamed(h) => h,
+            let (h, whole) = match framing.next(&data[pos..]) {
+                Next::Whole(h) => (h, true),
+                Next::Streamed(h) => (h, false),
                 Next::Wait => break,
                 Next::Bad(e) => {
                     bad = Some(format!("invalid message: {e}"));
@@ -494,7 +548,24 @@ async fn client_side(
                 tag::TERMINATE => terminate = true,
                 _ => {}
             }
-            pos += h.len.min(data.len() - pos);
+            let end = pos + h.len.min(data.len() - pos);
+            if s.mask.is_some() {
+                let mut tracker = s.tracker.borrow_mut();
+                let describe = if whole {
+                    tracker.frontend(&data[pos..end])
+                } else {
+                    tracker.frontend_streamed(h.tag);
+                    None
+                };
+                if let Some(portal) = describe {
+                    let out = injected.get_or_insert_with(|| data[..pos].to_vec());
+                    pgmask::describe_portal(out, &portal);
+                }
+            }
+            if let Some(out) = injected.as_mut() {
+                out.extend_from_slice(&data[pos..end]);
+            }
+            pos = end;
             if terminate {
                 break;
             }
@@ -503,9 +574,15 @@ async fn client_side(
         s.client_buffered.set(pos < data.len());
 
         if pos > 0 {
-            let v = buf.take();
-            let (res, v) = uwrite.write_range(v, 0, pos).await;
-            buf.put(v);
+            let res = match injected.take() {
+                Some(out) => uwrite.write_vec(out).await.0.map(|_| ()),
+                None => {
+                    let v = buf.take();
+                    let (res, v) = uwrite.write_range(v, 0, pos).await;
+                    buf.put(v);
+                    res.map(|_| ())
+                }
+            };
             buf.consume(pos);
             if res.is_err() {
                 s.finish(End::UpstreamLost);
@@ -682,8 +759,22 @@ async fn upstream_side(
 ) -> (StreamRead, StreamWrite) {
     use backend::tag;
     let m = s.target.metrics();
-    let mut framing = Framing::new(pgwire::Limits::backend(), s.target.target.buffer_bytes_max);
+    // A masked message is rewritten whole, so masked sessions hold whole
+    // messages up to the masking bound instead of streaming them.
+    let bound = match s.mask {
+        Some(_) => s
+            .target
+            .target
+            .buffer_bytes_max
+            .max(MASKED_MESSAGE_BYTES_MAX),
+        None => s.target.target.buffer_bytes_max,
+    };
+    let mut framing = Framing::new(pgwire::Limits::backend(), bound);
     let mut unprocessed = !buf.bytes().is_empty();
+    let mut scratch = Scratch::default();
+    let mut one: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut copy_text = false;
     loop {
         if s.control.abort.get() {
             s.finish(End::Aborted);
@@ -711,12 +802,20 @@ async fn upstream_side(
 
         let data = buf.bytes();
         let mut pos = 0;
+        let mut fwd = 0;
         let mut ready = false;
         let mut broken = false;
         pos += framing.resume(data.len());
         while !framing.streaming() && pos < data.len() {
             let h = match framing.next(&data[pos..]) {
                 Next::Whole(h) => h,
+                Next::Streamed(h) if s.mask.is_some() => {
+                    // Too large to check: it does not reach the client.
+                    warn!(target = %s.target.target.name, peer = %s.peer, bytes = h.len, bound, "store message too large to mask; closing session");
+                    m.error(ErrorKind::UpstreamUnavailable);
+                    broken = true;
+                    break;
+                }
                 Next::Streamed(_) => {
                     pos = data.len();
                     break;
@@ -750,20 +849,72 @@ async fn upstream_side(
                 }
                 _ => {}
             }
+            if let Some(mask) = s.mask.as_deref() {
+                one.clear();
+                let seen = s.tracker.borrow_mut().backend(msg, mask, &s.columns);
+                let rewritten = match seen {
+                    Seen::Swallow => None,
+                    Seen::Row(shape) => {
+                        pgmask::mask_data_row(mask, shape.as_deref(), msg, &mut scratch, &mut one)
+                            .then_some(true)
+                            .or(Some(false))
+                    }
+                    Seen::Forward => Some(match h.tag {
+                        tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
+                            pgmask::mask_fields(mask, msg, &mut scratch, &mut one)
+                        }
+                        tag::NOTIFICATION_RESPONSE => {
+                            pgmask::mask_notification(mask, msg, &mut scratch, &mut one)
+                        }
+                        tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => {
+                            copy_text = msg.get(pgwire::HEADER_BYTES) == Some(&0);
+                            false
+                        }
+                        tag::COPY_DATA if copy_text => {
+                            pgmask::mask_copy_data(mask, msg, &mut scratch, &mut one)
+                        }
+                        _ => false,
+                    }),
+                };
+                // `None`: swallowed; `Some(true)`: replaced by `one`.
+                if rewritten != Some(false) {
+                    out.extend_from_slice(&data[fwd..pos]);
+                    out.extend_from_slice(&one);
+                    fwd = pos + h.len;
+                    if rewritten == Some(true) {
+                        m.replies_masked.add(1);
+                    }
+                }
+            }
             pos += h.len;
         }
         s.store_mid_message.set(framing.streaming());
 
         if pos > 0 {
-            let v = buf.take();
-            let (res, v) = cwrite.write_range(v, 0, pos).await;
-            buf.put(v);
+            let res = if fwd == 0 {
+                let v = buf.take();
+                let (res, v) = cwrite.write_range(v, 0, pos).await;
+                buf.put(v);
+                m.client_bytes_sent.add(pos as u64);
+                res.map(|_| ())
+            } else {
+                out.extend_from_slice(&data[fwd..pos]);
+                let batch = std::mem::take(&mut out);
+                m.client_bytes_sent.add(batch.len() as u64);
+                let (res, mut batch) = if batch.is_empty() {
+                    (Ok(()), batch)
+                } else {
+                    cwrite.write_vec(batch).await
+                };
+                batch.clear();
+                out = batch;
+                res.map(|_| ())
+            };
             buf.consume(pos);
             if res.is_err() {
                 s.finish(End::ClientGone);
                 break;
             }
-            m.client_bytes_sent.add(pos as u64);
         }
         if broken {
             s.finish(End::UpstreamLost);

@@ -268,3 +268,54 @@ async fn connect_inner(
         }
     }
 }
+
+/// Runs one simple query of the appliance's own on a fresh store connection,
+/// before the client's first message, and returns its rows as text. Used
+/// for catalog look-ups; an error from the store is returned as its message.
+pub async fn own_query(up: &mut Upstream, sql: &str) -> Result<Vec<Vec<Option<Vec<u8>>>>, String> {
+    let mut out = Vec::with_capacity(sql.len() + 8);
+    encode::query(&mut out, sql.as_bytes());
+    let (res, _) = up.write.write_vec(out).await;
+    res.map_err(|e| e.to_string())?;
+    let limits = pgwire::Limits::backend();
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        let len = loop {
+            match pgwire::check(up.buf.bytes(), &limits) {
+                Ok(Some(len)) => break len,
+                Ok(None) => {
+                    if !up.buf.make_room() {
+                        return Err("reply larger than buffer_bytes_max".into());
+                    }
+                    if up.read.read(&mut up.buf).await.map_err(|e| e.to_string())? == 0 {
+                        return Err("the store closed the connection".into());
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let msg = &up.buf.bytes()[..len];
+        let mut ready = false;
+        match backend::parse(msg).map_err(|e| e.to_string())? {
+            backend::Message::DataRow(row) => {
+                rows.push(row.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+            }
+            backend::Message::ErrorResponse(f) => {
+                error = Some(String::from_utf8_lossy(f.get(b'M').unwrap_or_default()).into_owned());
+            }
+            backend::Message::ReadyForQuery { status } => {
+                up.status = status;
+                ready = true;
+            }
+            _ => {}
+        }
+        up.buf.consume(len);
+        if ready {
+            return match error {
+                Some(e) => Err(e),
+                None => Ok(rows),
+            };
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub struct Entry {
     pub left: u32,
     /// When it was forwarded.
     pub started: Instant,
+    /// Which parts of the reply are masked whole (by key or field).
+    pub plan: crate::mask::redis::Plan,
 }
 
 impl Entry {
@@ -55,6 +57,7 @@ impl Entry {
             expect,
             left: 1,
             started,
+            plan: crate::mask::redis::Plan::Detect,
         }
     }
 }
@@ -180,6 +183,7 @@ mod tests {
             expect: Expect::Subscription,
             left: 3,
             started: now,
+            plan: crate::mask::redis::Plan::Detect,
         });
         p.push(Entry::one(Expect::Plain, now));
         assert!(p.reply(&subs, false).is_none());
@@ -197,6 +201,7 @@ mod tests {
             expect: Expect::Subscription,
             left: 2,
             started: now,
+            plan: crate::mask::redis::Plan::Detect,
         });
         assert!(p.reply(&Subscriptions::default(), true).is_some());
         assert!(p.is_empty());
@@ -215,6 +220,7 @@ mod tests {
             expect: Expect::UnsubscribeAll(SubKind::Channel),
             left: 0,
             started: now,
+            plan: crate::mask::redis::Plan::Detect,
         });
         assert!(p.reply(&subs, false).is_none());
         subs.confirm(SubKind::Channel, false, 2);
@@ -227,6 +233,7 @@ mod tests {
             expect: Expect::UnsubscribeAll(SubKind::Channel),
             left: 0,
             started: now,
+            plan: crate::mask::redis::Plan::Detect,
         });
         assert!(p.reply(&subs, false).is_some());
     }

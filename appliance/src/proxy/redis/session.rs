@@ -24,6 +24,8 @@ use super::shared::{self, Inbox, SharedUpstream};
 use super::upstream::{self, UpstreamError};
 use crate::config::AuthMode;
 use crate::identity::Identity;
+use crate::mask::redis::{Plan, mask_reply, plan_for_command};
+use crate::mask::{Scratch, SessionMask};
 use crate::metrics::ErrorKind;
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
@@ -37,6 +39,12 @@ use crate::runtime::shard::{ShardCtx, TargetCtx};
 const CARRIER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// The reply to a client's AUTH under `auth = "none"`.
 const AUTH_OK: &[u8] = b"+OK\r\n";
+/// In place of a reply too large for masking to check.
+const REPLY_TOO_LARGE_TO_MASK: &[u8] =
+    b"-ERR custos: reply too large to mask; the session is closed\r\n";
+/// Largest reply a masked session rewrites whole (its buffer grows to this
+/// only when a reply needs it).
+pub const MASKED_REPLY_BYTES_MAX: usize = crate::config::BUFFER_BYTES_MAX_CEILING;
 /// Sent for each outstanding command when the store goes away.
 const UPSTREAM_UNAVAILABLE: &[u8] = b"-ERR custos: upstream unavailable\r\n";
 /// Sent to a client whose session could not open the store because the store
@@ -77,6 +85,8 @@ struct Session {
     target: Rc<TargetCtx>,
     /// Who the client is; AUTH with a new token changes it.
     identity: RefCell<Identity>,
+    /// The masks that apply to that identity; `None`: replies pass as they are.
+    mask: RefCell<Option<std::sync::Arc<SessionMask>>>,
     /// When the identity's token runs out.
     expiry: Cell<Option<Expiry>>,
     control: Rc<SessionControl>,
@@ -165,8 +175,15 @@ pub async fn serve(
     };
     debug!(shard = shard.id, target = %target.target.name, %peer, subject = %identity.subject, "session start");
     let expiry = session_expiry(&shard, &identity);
+    let mask = shard
+        .shared
+        .config
+        .masks
+        .for_session(&target.target.name, &identity);
 
-    let (cr, cw, leftover) = if target.target.upstream_sharing {
+    // Shared store connections carry replies for many sessions; a session
+    // whose replies are masked reads its own.
+    let (cr, cw, leftover) = if target.target.upstream_sharing && mask.is_none() {
         let shared = shard.shared_upstreams[target.index].clone();
         let pre = leftover.unwrap_or_else(|| ConnBuf::new(target.target.buffer_bytes_max));
         match shared_phase(
@@ -199,6 +216,7 @@ pub async fn serve(
                 shard: shard.clone(),
                 target: target.clone(),
                 identity: RefCell::new(identity),
+                mask: RefCell::new(mask),
                 expiry: Cell::new(expiry),
                 control: registration.control.clone(),
                 peer,
@@ -773,7 +791,10 @@ async fn client_side(
                 HeadStatus::Multibulk(h) => {
                     let class = commands::classify(data, &h);
                     let args = h.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
-                    let entry = entry_for(class, args, now);
+                    let mut entry = entry_for(class, args, now);
+                    if let Some(e) = entry.as_mut() {
+                        e.plan = reply_plan(s, data, &h);
+                    }
                     if let Some(entry) = entry {
                         // The common path: forward in place.
                         match scanner.scan(data) {
@@ -891,16 +912,19 @@ fn entry_for(class: Class, args: u32, now: Instant) -> Option<Entry> {
             expect: Expect::Subscription,
             left: args.max(1),
             started: now,
+            plan: Plan::Detect,
         }),
         Class::Unsubscribe(_) if args > 0 => Some(Entry {
             expect: Expect::Subscription,
             left: args,
             started: now,
+            plan: Plan::Detect,
         }),
         Class::Unsubscribe(k) => Some(Entry {
             expect: Expect::UnsubscribeAll(k),
             left: 0,
             started: now,
+            plan: Plan::Detect,
         }),
         Class::Auth | Class::Hello | Class::Reset | Class::Refused(_) => None,
     }
@@ -934,7 +958,8 @@ async fn forward_whole(
         }
         bytes
     };
-    if let Some(entry) = entry_for(class, args, now) {
+    if let Some(mut entry) = entry_for(class, args, now) {
+        entry.plan = reply_plan(s, frame, &head);
         s.pending.borrow_mut().push(entry);
         let (res, _) = uw.write_all(frame.to_vec()).await;
         return match (res, class) {
@@ -1035,7 +1060,24 @@ async fn reauthenticate(s: &Session, frame: &[u8]) -> Result<(), crate::identity
         );
     }
     s.expiry.set(session_expiry(&s.shard, &now));
+    let mask = s
+        .shard
+        .shared
+        .config
+        .masks
+        .for_session(&s.target.target.name, &now);
+    s.mask.replace(mask);
     Ok(())
+}
+
+/// Which parts of a command's reply are masked whole; only sessions with
+/// key or field masks look at the arguments.
+#[inline]
+fn reply_plan(s: &Session, buf: &[u8], head: &resp::CommandHead) -> Plan {
+    match s.mask.borrow().as_deref() {
+        Some(m) if m.has_keys || m.has_fields => plan_for_command(m, buf, head),
+        _ => Plan::Detect,
+    }
 }
 
 /// HELLO without its `AUTH user pass` part (the client's credential never
@@ -1159,8 +1201,17 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
     let m = target.metrics();
     let limits = Limits::reply();
     let mut scanner = Scanner::new(limits);
-    let mut buf = ConnBuf::new(target.target.buffer_bytes_max);
+    // A masked reply is rewritten whole, so it must fit the buffer: masked
+    // sessions may grow theirs up to the masking bound (on demand only).
+    let bound = if s.shard.shared.config.masks.apply_to(&target.target.name) {
+        target.target.buffer_bytes_max.max(MASKED_REPLY_BYTES_MAX)
+    } else {
+        target.target.buffer_bytes_max
+    };
+    let mut buf = ConnBuf::new(bound);
     let mut current = FrameClass::OutOfBand;
+    let mut scratch = Scratch::default();
+    let mut masked: Vec<u8> = Vec::new();
 
     'read: loop {
         s.check_control();
@@ -1230,6 +1281,56 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                         Err(_) => {}
                     }
                 }
+                let mask = s.mask.borrow().clone();
+                if let Some(mask) = mask
+                    && !matches!(class, FrameClass::Reply { skip: true, .. })
+                {
+                    let data = &buf.bytes()[pos..];
+                    match resp::check(data, &limits) {
+                        Ok(Some(len)) => {
+                            let plan = match class {
+                                FrameClass::Reply { .. } => {
+                                    s.pending.borrow().front().map_or(Plan::Detect, |e| e.plan)
+                                }
+                                FrameClass::OutOfBand => Plan::Detect,
+                            };
+                            masked.clear();
+                            if let Ok(true) =
+                                mask_reply(&mask, plan, &data[..len], &mut scratch, &mut masked)
+                            {
+                                let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
+                                buf.put(b);
+                                m.client_bytes_sent.add((pos - fwd) as u64);
+                                let out = std::mem::take(&mut masked);
+                                m.client_bytes_sent.add(out.len() as u64);
+                                m.replies_masked.add(1);
+                                let (res, out) = cw.write_all(out).await;
+                                masked = out;
+                                wrote_ok &= ok && res.is_ok();
+                                // The scan below walks the original frame;
+                                // nothing of it is forwarded.
+                                fwd = pos + len;
+                            }
+                        }
+                        Ok(None) if buf.is_full_at_bound() && pos == 0 => {
+                            // Larger than the masking bound: it cannot be
+                            // checked, so it is not forwarded at all.
+                            warn!(target = %target.target.name, peer = %s.peer, bound, "reply too large to mask; closing session");
+                            m.error(ErrorKind::UpstreamUnavailable);
+                            let _ = send_static(&mut cw, REPLY_TOO_LARGE_TO_MASK).await;
+                            {
+                                let subs = s.subs.get();
+                                s.pending.borrow_mut().reply(&subs, true);
+                            }
+                            s.finish(End::UpstreamLost);
+                            break 'read;
+                        }
+                        // Wait for the rest of the frame before any of it moves.
+                        Ok(None) => break,
+                        // The scanner reports it below.
+                        Err(_) => {}
+                    }
+                }
             }
             let data = &buf.bytes()[pos..];
             let sc = match scanner.scan(data) {
@@ -1247,6 +1348,7 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
             if let FrameClass::Reply { skip: true, .. } = current {
                 fwd = pos;
             }
+
             if !sc.complete {
                 break;
             }
