@@ -32,7 +32,9 @@
 #   BENCH_PIPELINES ["1 16"]    pipeline depths
 #   BENCH_CLIENTS [50]  BENCH_DATA_BYTES [64]  BENCH_KEYSPACE [100000]
 #   BENCH_IDLE_CONNS [10000]    idle connections for the memory measurement (0 skips it)
-#   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]
+#   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]; custos_NAME adds an
+#                               endpoint running custos with bench/configs/NAME.toml
+#                               (e.g. custos_mask: every detector on)
 #   CUSTOS_WORKERS [1]          custos shards. One by default: on this 2-core
 #                               machine the store and redis-benchmark need the
 #                               other core, and twemproxy is one thread too.
@@ -64,10 +66,10 @@ need=(redis-server redis-cli redis-benchmark python3)
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     redis) ;;
-    custos) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    custos|custos_*) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
     twemproxy) need+=(nutcracker) ;;
     haproxy) need+=(haproxy) ;;
-    *) echo "unknown endpoint '$ep' (redis, custos, twemproxy, haproxy)" >&2; exit 2 ;;
+    *) echo "unknown endpoint '$ep' (redis, custos, custos_<config>, twemproxy, haproxy)" >&2; exit 2 ;;
   esac
 done
 require_tools "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;\
@@ -100,16 +102,22 @@ redis_wait_ping "$upstream_port" "$pass_default"
 # ---- the endpoints ----
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
-    custos)
+    custos|custos_*)
+      # custos_NAME: the same appliance with bench/configs/NAME.toml added
+      # (policy, masking, audit), to measure what a feature costs.
       build_custos
       printf '%s' "$pass_custos" > "$work/custos-secret"
       port=$(free_port); admin=$(free_port)
+      extra=/dev/null
+      [ "$ep" = custos ] || extra="$here/configs/${ep#custos_}.toml"
+      [ -f "$extra" ] || [ "$extra" = /dev/null ] || { echo "no $extra for endpoint $ep" >&2; exit 2; }
       {
         custos_server_toml "$admin"
         custos_target_toml cache redis "$port" "$upstream_port" custos "$work/custos-secret" none
-      } > "$work/custos.toml"
-      "$custos_bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
-      track custos "$port"
+        sed "s|@WORK@|$work|g" "$extra"
+      } > "$work/$ep.toml"
+      "$custos_bin" run --config "$work/$ep.toml" 2>"$work/$ep.log" &
+      track "$ep" "$port"
       ;;
     twemproxy)
       port=$(free_port); stats=$(free_port)

@@ -129,15 +129,23 @@ run HSET user:1 name ada lang rust
 run HGETALL user:1
 run ACL WHOAMI
 echo "== the store sees the appliance's user; the client never had its password"
+echo "== masking: alice (group eng) sees card numbers, e-mail and the ssn field masked"
+run HSET patient:7 name ada ssn 078-05-1120 email ada@example.com
+run SET note:7 "card 4111 1111 1111 1111 on file"
+run HGETALL patient:7
+run GET note:7
+officer=$(mint --sub pat --groups privacy --ttl 15m)
+echo '$ redis-cli -p 6380 --user pat --pass "$OFFICER_TOKEN" GET note:7    # the privacy group sees clear values'
+redis-cli -p 6380 --user pat --pass "$officer" --no-auth-warning GET note:7
 
 pg() {
   printf '$ PGPASSWORD="$TOKEN" psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -c "%s"\n' "$1"
   PGPASSWORD=$token psql "host=127.0.0.1 port=5433 user=alice sslmode=require" -X -c "$1"
 }
 echo "== statements through custos over TLS, alice's token as the password"
-pg "create table if not exists notes (id serial primary key, body text)"
-pg "insert into notes (body) values ('remember the milk'), ('call ada')"
-pg "select id, body, current_user as store_role from notes"
+pg "create table if not exists notes (id serial primary key, body text, private text)"
+pg "insert into notes (body, private) values ('remember the milk', 'allergic to nuts'), ('call ada at ada@example.com', 'owes 40')"
+pg "select id, body, private, current_user as store_role from notes"
 echo "== a client without TLS is refused before it can send a token"
 PGPASSWORD=$token psql "host=127.0.0.1 port=5433 user=alice sslmode=disable" -X -c "select 1" || true
 echo "== an expired token is refused, and says why"
