@@ -22,6 +22,7 @@ pub mod glob;
 pub mod postgres;
 pub mod redis;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use custos_masking::{Masked, Masker, Span};
@@ -173,7 +174,9 @@ impl Masks {
 
     /// The rules that apply to `target` for `identity`; `None` when no rule
     /// does (the session forwards replies untouched).
-    pub fn for_session(&self, target: &str, identity: &Identity) -> Option<Arc<SessionMask>> {
+    /// A session's view is its own (`Rc`): reading it per reply costs no
+    /// atomic operation.
+    pub fn for_session(&self, target: &str, identity: &Identity) -> Option<Rc<SessionMask>> {
         let rules: Vec<Arc<MaskRule>> = self
             .rules
             .iter()
@@ -183,7 +186,7 @@ impl Masks {
         if rules.is_empty() {
             return None;
         }
-        Some(Arc::new(SessionMask::new(rules)))
+        Some(Rc::new(SessionMask::new(rules)))
     }
 }
 

@@ -587,7 +587,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::mask::Masks;
 
-    fn session() -> std::sync::Arc<SessionMask> {
+    fn session() -> Rc<SessionMask> {
         #[derive(serde::Deserialize)]
         struct File {
             mask: Vec<toml::Spanned<crate::mask::config::RawMask>>,

@@ -476,7 +476,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::mask::Masks;
 
-    fn session(toml: &str) -> std::sync::Arc<SessionMask> {
+    fn session(toml: &str) -> std::rc::Rc<SessionMask> {
         #[derive(serde::Deserialize)]
         struct File {
             mask: Vec<toml::Spanned<crate::mask::config::RawMask>>,

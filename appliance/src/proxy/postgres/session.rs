@@ -91,7 +91,7 @@ struct Session {
     /// When the identity's token runs out.
     expiry: Option<Expiry>,
     /// The masks that apply to the identity; `None`: replies pass as they are.
-    mask: Option<std::sync::Arc<SessionMask>>,
+    mask: Option<Rc<SessionMask>>,
     /// Masked columns resolved in the store's catalog.
     columns: ColumnIndex,
     /// Follows both directions to know the shape of each row (masked

@@ -86,7 +86,7 @@ struct Session {
     /// Who the client is; AUTH with a new token changes it.
     identity: RefCell<Identity>,
     /// The masks that apply to that identity; `None`: replies pass as they are.
-    mask: RefCell<Option<std::sync::Arc<SessionMask>>>,
+    mask: RefCell<Option<Rc<SessionMask>>>,
     /// When the identity's token runs out.
     expiry: Cell<Option<Expiry>>,
     control: Rc<SessionControl>,
