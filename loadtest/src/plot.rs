@@ -83,6 +83,8 @@ fn draw(
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(16)
+        // Room for the last x label, centred on the axis' end.
+        .margin_right(48)
         .x_label_area_size(44)
         .y_label_area_size(72)
         .build_cartesian_2d(0f64..NINES_MAX, 0f64..y_top)?;
@@ -90,6 +92,7 @@ fn draw(
         .configure_mesh()
         .x_labels(11)
         .x_label_formatter(&|x| nines_label(*x))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc("percentile")
         .y_desc("latency (us)")
         .draw()?;
