@@ -161,7 +161,11 @@ pub fn measure<C: Client>(
     described: &Described,
     run: &cli::RunArgs,
 ) -> Result<(Report, hdrhistogram::Histogram<u64>), Error> {
-    let plan = run.plan()?;
+    let mut plan = run.plan()?;
+    if client.churn() {
+        // A churn operation is a connection of its own: nothing to pipeline.
+        plan.pipeline = 1;
+    }
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
