@@ -48,7 +48,7 @@
 #   bench/results/compare_all-DATE.csv         one row per test and endpoint:
 #                                              medians and ratios
 #   bench/results/compare_all-DATE.svg         latency by percentile of the
-#                                              first Redis test (all endpoints)
+#                                              first test run (all endpoints)
 #   bench/results/compare_all-DATE-TEST.svg    the same for every test
 #   bench/results/compare_all-DATE-TEST.json   custos-loadtest's full reports
 #   bench/RESULTS.md                           machine, date, commands, table
@@ -165,6 +165,7 @@ compare() {
     --plot "$RESULTS/compare_all-$stamp-$proto-$test.svg" \
     | tee "$work/$proto-$test.txt"
   commands+=("custos-loadtest ${args[*]//$work/TMP}")
+  [ -n "${headline:-}" ] || headline="$RESULTS/compare_all-$stamp-$proto-$test.svg"
 }
 
 # ---- Redis ----
@@ -312,8 +313,8 @@ fi
 load_end=$(loadavg)
 
 # ---- CSV, headline plot, RESULTS.md ----
-first=$(ls "$RESULTS"/compare_all-"$stamp"-*.svg 2>/dev/null | head -1 || true)
-[ -z "$first" ] || cp "$first" "$RESULTS/compare_all-$stamp.svg"
+# The headline plot is the first test's.
+[ -z "${headline:-}" ] || cp "$headline" "$RESULTS/compare_all-$stamp.svg"
 versions=()
 [ -z "${redis_version:-}" ] || versions+=("$redis_version")
 [ -z "${pg_version:-}" ] || versions+=("$pg_version")

@@ -26,6 +26,25 @@ COLUMNS = [
 ]
 
 
+NOTES = """
+## Reading the table
+
+- Every endpoint serves the same store; direct is the store alone, so a
+  proxy's ratio shows what it costs (or, for pooling proxies, saves).
+- churn (Redis): twemproxy answers `AUTH` and `PING` itself, without the
+  store, so its churn figure is a connection to twemproxy only.
+- churn (PostgreSQL): PgBouncer keeps its store connections open, so no
+  backend starts per client connection; direct and custos start one each
+  time (custos also answers the client itself in development mode, while
+  the client's SCRAM proof is computed by the load generator for direct
+  and PgBouncer).
+- On a 2-core machine the store, the proxy and the load generator share
+  the cores: figures are only comparable within one run, and runs on a
+  busy machine (see the load average) are noisy, with p99 and above
+  dominated by scheduling delays.
+"""
+
+
 def load(results, stamp):
     pattern = re.compile(r"compare_all-" + re.escape(stamp) + r"-(redis|postgres)-(.+)\.json$")
     runs = []
@@ -123,6 +142,7 @@ def main():
     md += [f"  - {v}" for v in versions]
     md += ["", "## Redis", ""] + (table(runs, "redis") or ["(not run)"])
     md += ["", "## PostgreSQL", ""] + (table(runs, "postgres") or ["(not run)"])
+    md += NOTES.strip("\n").split("\n")
     md += [
         "",
         "## Files",
