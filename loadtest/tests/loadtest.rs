@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use custos_tests::{
-    Certs, Custos, CustosConfig, PgAuth, PostgresOptions, PostgresServer, RedisServer,
+    Certs, Custos, CustosConfig, PgAuth, PostgresOptions, PostgresServer, RedisOptions, RedisServer,
 };
 use serde_json::Value;
 
@@ -251,6 +251,57 @@ fn redis_bad_credentials_and_unreachable_targets_fail_the_run() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("connecting to"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn redis_over_tls_checks_the_certificate() {
+    let certs = Certs::generate();
+    let tls_port = custos_tests::free_port().to_string();
+    let (cert, key) = (certs.cert(), certs.key());
+    let redis = RedisServer::start_with(RedisOptions {
+        extra_args: vec![
+            "--tls-port".into(),
+            tls_port.clone(),
+            "--tls-cert-file".into(),
+            cert.to_str().unwrap().into(),
+            "--tls-key-file".into(),
+            key.to_str().unwrap().into(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+        ..RedisOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{tls_port}");
+    let ca = certs.ca();
+    let args = redis_args(
+        &redis,
+        &addr,
+        &[
+            "--tls",
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "-c",
+            "2",
+            "-P",
+            "4",
+            "-d",
+            "1s",
+        ],
+    );
+    let report = run_json(dir.path(), "tls", &args, Some(redis.password()));
+    assert_plausible(&report, "redis", "get-set");
+    assert_eq!(report["tls"], true);
+
+    // Without the CA the system's roots do not know the certificate.
+    let args = redis_args(&redis, &addr, &["--tls", "-c", "1", "-d", "1s"]);
+    let out = loadtest(&args, Some(redis.password()));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS"),
         "{}",
         text(&out)
     );
