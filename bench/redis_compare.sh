@@ -31,6 +31,11 @@
 #   BENCH_REQUESTS_PIPELINED [200000]  requests per test at -P > 1
 #   BENCH_PIPELINES ["1 16"]    pipeline depths
 #   BENCH_CLIENTS [50]  BENCH_DATA_BYTES [64]  BENCH_KEYSPACE [100000]
+#   BENCH_TESTS [get,set]       redis-benchmark tests
+#   BENCH_PREFILL []            "prose": fill the key space with text values
+#                               (bench/scripts/prose_values.py) first; with
+#                               BENCH_TESTS=get the GETs read those instead of
+#                               redis-benchmark's random bytes
 #   BENCH_IDLE_CONNS [10000]    idle connections for the memory measurement (0 skips it)
 #   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]; custos_NAME adds an
 #                               endpoint running custos with bench/configs/NAME.toml
@@ -56,6 +61,8 @@ PIPELINES=${BENCH_PIPELINES:-"1 16"}
 CLIENTS=${BENCH_CLIENTS:-50}
 DATA_BYTES=${BENCH_DATA_BYTES:-64}
 KEYSPACE=${BENCH_KEYSPACE:-100000}
+TESTS=${BENCH_TESTS:-get,set}
+PREFILL=${BENCH_PREFILL:-}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 read -r -a ENDPOINTS <<< "${BENCH_ENDPOINTS:-redis custos twemproxy haproxy}"
 CUSTOS_WORKERS=${CUSTOS_WORKERS:-1}
@@ -146,6 +153,11 @@ YML
 done
 ping_endpoint() { redis_wait_ping "${PORT[$1]}" "$pass_default"; }
 wait_endpoints ping_endpoint "${ENDPOINTS[@]}"
+if [ "$PREFILL" = prose ]; then
+  python3 "$here/scripts/prose_values.py" "$KEYSPACE" "$DATA_BYTES" |
+    redis-cli -p "$upstream_port" -a "$pass_default" --no-auth-warning --pipe >/dev/null
+  echo "prefilled $KEYSPACE keys with $DATA_BYTES-byte text values" >&2
+fi
 
 echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3)" >&2
 echo "rounds=$ROUNDS clients=$CLIENTS data=$DATA_BYTES keyspace=$KEYSPACE" \
@@ -161,7 +173,7 @@ bench_one() {
   local pid=${PID[$ep]} before after csv
   before=$(cpu_ticks "$pid")
   csv=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$ep]}" -a "$pass_default" \
-          -t get,set -c "$CLIENTS" -d "$DATA_BYTES" -r "$KEYSPACE" -n "$n" \
+          -t "$TESTS" -c "$CLIENTS" -d "$DATA_BYTES" -r "$KEYSPACE" -n "$n" \
           -P "$pipeline" --csv 2>"$work/benchmark.err")
   after=$(cpu_ticks "$pid")
   local rows
@@ -172,7 +184,7 @@ bench_one() {
       printf "%s,%s,%s,%s,p50_ms,%s\n", r, e, p, $1, $5
       printf "%s,%s,%s,%s,p99_ms,%s\n", r, e, p, $1, $7
     }')
-  if [ "$(printf '%s\n' "$rows" | grep -c ',rps,')" -ne 2 ]; then
+  if [ "$(printf '%s\n' "$rows" | grep -c ',rps,')" -ne "$(tr ',' '\n' <<< "$TESTS" | grep -c .)" ]; then
     echo "redis-benchmark against $ep (-P $pipeline) gave no GET/SET results:" >&2
     printf '%s\n' "$csv" >&2
     cat "$work/benchmark.err" >&2
@@ -180,7 +192,7 @@ bench_one() {
   fi
   printf '%s\n' "$rows" >> "$OUT"
   if [ "$pipeline" = 1 ]; then
-    echo "$round,$ep,1,GET+SET,cpu_us_per_cmd,$(us_per $((after - before)) $((2 * n)) 3)" >> "$OUT"
+    echo "$round,$ep,1,$(tr 'a-z,' 'A-Z+' <<< "$TESTS"),cpu_us_per_cmd,$(us_per $((after - before)) $(( $(tr ',' '\n' <<< "$TESTS" | grep -c .) * n )) 3)" >> "$OUT"
   fi
   printf '  round %s  %-9s -P %-3s %s\n' "$round" "$ep" "$pipeline" \
     "$(printf '%s\n' "$rows" | awk -F, '$5 == "rps" { printf "%s %.0f/s  ", $4, $6 }')" >&2
