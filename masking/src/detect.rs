@@ -450,19 +450,34 @@ const IBAN_COUNTRIES: [[u8; 2]; 89] = [
     *b"UA", *b"VA", *b"VG", *b"XK", *b"YE",
 ];
 
-/// Whether two letters (either case) are an IBAN country code. Checking
+/// [`IBAN_COUNTRIES`] as one bit per letter pair: row = first letter,
+/// bit = second letter, so the check is two subtractions and a shift.
+const IBAN_COUNTRY_BITS: [u32; 26] = {
+    let mut rows = [0u32; 26];
+    let mut i = 0;
+    while i < IBAN_COUNTRIES.len() {
+        let [a, b] = IBAN_COUNTRIES[i];
+        rows[(a - b'A') as usize] |= 1 << (b - b'A');
+        i += 1;
+    }
+    rows
+};
+
+/// Whether two bytes are an IBAN country code, in either case. Checking
 /// the country keeps lowercase identifiers with a lucky mod-97 remainder
 /// (hex digests, slugs) from passing as IBANs.
+#[inline]
 fn iban_country(a: u8, b: u8) -> bool {
-    let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
-    IBAN_COUNTRIES.binary_search(&code).is_ok()
+    let a = a.to_ascii_uppercase().wrapping_sub(b'A');
+    let b = b.to_ascii_uppercase().wrapping_sub(b'A');
+    a < 26 && b < 26 && IBAN_COUNTRY_BITS[usize::from(a)] >> b & 1 == 1
 }
 
 fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
     const BBAN_MIN: usize = 11;
     const BBAN_MAX: usize = 30;
     let head = hay.get(start..start + 4)?;
-    if !(iban_country(head[0], head[1]) && is_digit(head[2]) && is_digit(head[3])) {
+    if !(is_digit(head[2]) && is_digit(head[3]) && iban_country(head[0], head[1])) {
         return None;
     }
     if start > 0 && is_word(hay[start - 1]) {
@@ -656,8 +671,20 @@ fn email_char_before(hay: &[u8], i: usize, part: EmailPart) -> Option<usize> {
 /// `max` bytes long; reads at most `max + 4` bytes.
 #[inline]
 fn email_run(hay: &[u8], from: usize, max: usize, part: EmailPart) -> Option<usize> {
+    let ascii = match part {
+        EmailPart::Local => is_email_local,
+        EmailPart::Domain => is_email_domain,
+    };
+    let limit = hay.len().min(from + max + 1);
     let mut i = from;
-    while i - from <= max {
+    loop {
+        // ASCII bytes one compare each; a non-ASCII character is decoded.
+        while i < limit && ascii(hay[i]) {
+            i += 1;
+        }
+        if i >= limit || hay[i].is_ascii() {
+            break;
+        }
         match email_char_at(hay, i, part) {
             Some(w) => i += w,
             None => break,
@@ -713,14 +740,24 @@ fn tld_ok(label: &[u8]) -> bool {
 /// local-part run before it. Reads at most [`EMAIL_LOCAL_BYTES_MAX`] + 4
 /// bytes back; `None` if the run is longer or empty.
 pub(crate) fn email_start_for_at(hay: &[u8], at: usize) -> Option<usize> {
+    let floor = at.saturating_sub(EMAIL_LOCAL_BYTES_MAX + 1);
     let mut s = at;
-    while let Some(w) = email_char_before(hay, s, EmailPart::Local) {
-        s -= w;
+    loop {
+        while s > floor && is_email_local(hay[s - 1]) {
+            s -= 1;
+        }
+        if s == floor || hay[s - 1].is_ascii() {
+            break;
+        }
+        match email_char_before(hay, s, EmailPart::Local) {
+            Some(w) => s -= w,
+            None => break,
+        }
         if at - s > EMAIL_LOCAL_BYTES_MAX {
             return None;
         }
     }
-    (s != at).then_some(s)
+    (s != at && at - s <= EMAIL_LOCAL_BYTES_MAX).then_some(s)
 }
 
 /// Separators between the digit groups of a phone number.
@@ -1143,6 +1180,18 @@ mod tests {
                 ("AB12", None),
             ],
         );
+    }
+
+    #[test]
+    fn iban_country_bits_match_the_list() {
+        assert!(IBAN_COUNTRIES.is_sorted());
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+                let want = IBAN_COUNTRIES.contains(&code);
+                assert_eq!(iban_country(a, b), want, "{a} {b}");
+            }
+        }
     }
 
     #[test]

@@ -9,12 +9,13 @@
 //!   pass the fingerprint;
 //! - one `memchr2` pass for `_` and `-`, from which the API key prefixes that
 //!   contain one (`sk_live_`, `ghp_`, `xoxb-`, ...) are checked backwards;
-//! - one pass over 64-byte blocks for digits, `@` and `:`: a fold the
-//!   compiler vectorises skips clean blocks (`:` follows `9` in ASCII, so
-//!   digits and colons cost one compare), and bit masks (SWAR, safe code) of
-//!   the others start the number detectors at each digit run long enough to
-//!   matter, the e-mail detector at each `@` and the IPv6 detector at the
-//!   start of the address-shaped run around each `:`.
+//! - one pass over 64-byte blocks for digits and `@`: a fold the compiler
+//!   vectorises skips clean blocks, and bit masks (SWAR, safe code) of the
+//!   others start the number detectors at each digit run long enough to
+//!   matter and the e-mail detector at each `@`;
+//! - one `memchr` pass for `:`, from which the IPv6 detector is started at
+//!   the beginning of the address-shaped run around each colon that has an
+//!   address byte beside it.
 //!
 //! Phone numbers and IPv4 addresses add no pass of their own: they start at a
 //! digit run (or at the `+` or `(` just before one) that the block masks
@@ -258,10 +259,14 @@ impl Scanner {
             }
         }
         ends[1] = spans.len();
-        if self.numbers || self.email || self.on(Detector::Ipv6) {
+        if self.numbers || self.email {
             self.find_numbers_and_emails(hay, from, spans);
         }
         ends[2] = spans.len();
+        if self.on(Detector::Ipv6) {
+            find_ipv6(hay, from, spans);
+        }
+        ends[3] = spans.len();
         if let Some(ac) = &self.keywords {
             for m in ac.find_overlapping_iter(Input::new(hay).span(from..hay.len())) {
                 spans.push(Span {
@@ -271,7 +276,7 @@ impl Scanner {
                 });
             }
         }
-        ends[3] = spans.len();
+        ends[4] = spans.len();
         for (index, re) in self.patterns.iter().enumerate() {
             let kind = Detector::Pattern(index as u16);
             for m in re.find_iter(hay) {
@@ -281,7 +286,7 @@ impl Scanner {
                 }
             }
         }
-        ends[4] = spans.len();
+        ends[5] = spans.len();
         select(spans, ends);
     }
 
@@ -291,7 +296,6 @@ impl Scanner {
         let iban = self.on(Detector::Iban);
         let phone = self.on(Detector::Phone);
         let ipv4 = self.on(Detector::Ipv4);
-        let ipv6 = self.on(Detector::Ipv6);
         // Phone numbers (`+1 ...`, `1-800-...`) and IPv4 addresses
         // (`8.8.8.8`) may start with a single digit.
         let singles = phone || ipv4;
@@ -300,8 +304,7 @@ impl Scanner {
                 spans.push(Span { start, end, kind });
             }
         };
-        let mut last_ipv6_start = usize::MAX;
-        let mut blocks = TriggerBlocks::new(hay, from, self.numbers, self.email, ipv6);
+        let mut blocks = TriggerBlocks::new(hay, from, self.numbers, self.email);
         while let Some(b) = blocks.next_block() {
             // Runs too short for any number detector (a "12" in text) are
             // dropped on the masks: cards and SSNs start with three digits,
@@ -318,7 +321,7 @@ impl Scanner {
             } else {
                 three
             };
-            let mut bits = starts | b.ats | b.colons;
+            let mut bits = starts | b.ats;
             while bits != 0 {
                 let k = bits.trailing_zeros();
                 bits &= bits - 1;
@@ -326,17 +329,6 @@ impl Scanner {
                 if b.ats >> k & 1 == 1 {
                     if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
                         push(Detector::Email, s);
-                    }
-                    continue;
-                }
-                if b.colons >> k & 1 == 1 {
-                    // An IPv6 address can only start where its run of
-                    // address bytes starts; try each run once.
-                    if let Some(s) = ipv6_run_start(hay, p).filter(|&s| s >= from)
-                        && s != last_ipv6_start
-                    {
-                        last_ipv6_start = s;
-                        push(Detector::Ipv6, s);
                     }
                     continue;
                 }
@@ -355,16 +347,60 @@ impl Scanner {
                 if iban && two >> k & 1 == 1 && p >= from + 2 {
                     push(Detector::Iban, p - 2);
                 }
-                if phone {
-                    push(Detector::Phone, p);
-                    if p > from && matches!(hay[p - 1], b'+' | b'(') {
-                        push(Detector::Phone, p - 1);
+                if singles {
+                    // Most runs are plain numbers in text ("page 12"): the
+                    // run's length and the byte after it rule out phone
+                    // numbers and addresses before any matcher is called.
+                    let mut end = p;
+                    while end < hay.len() && end - p < 4 && hay[end].is_ascii_digit() {
+                        end += 1;
+                    }
+                    let len = end - p; // 4 stands for "4 or more"
+                    let next = hay.get(end).copied();
+                    if ipv4 && len <= 3 && next == Some(b'.') {
+                        push(Detector::Ipv4, p);
+                    }
+                    if phone {
+                        // `415-555-2671`, `1-800-...`, `1 (800) ...`
+                        let separated = matches!(next, Some(b' ' | b'-' | b'.'));
+                        if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
+                            push(Detector::Phone, p);
+                        }
+                        if p > from && matches!(hay[p - 1], b'+' | b'(') {
+                            push(Detector::Phone, p - 1);
+                        }
                     }
                 }
-                if ipv4 {
-                    push(Detector::Ipv4, p);
-                }
             }
+        }
+    }
+}
+
+/// IPv6 candidates from a `memchr` pass over `:`. Colons are rare in most
+/// text and a separate SIMD pass for them costs less than a third mask in
+/// every block that holds a digit. An address can only start where its run
+/// of address bytes starts, so each run is tried once, and only from a colon
+/// with an address byte or a colon next to it (not `key: value`).
+fn find_ipv6(hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+    let mut last_start = usize::MAX;
+    for q in memchr::memchr_iter(b':', &hay[from..]).map(|q| q + from) {
+        let near = |i: Option<usize>| {
+            i.and_then(|i| hay.get(i))
+                .is_some_and(|&b| b.is_ascii_hexdigit() || b == b':')
+        };
+        if !(near(q.checked_sub(1)) || near(Some(q + 1))) {
+            continue;
+        }
+        let Some(start) = ipv6_run_start(hay, q).filter(|&s| s >= from && s != last_start) else {
+            continue;
+        };
+        last_start = start;
+        if let Some(end) = Detector::Ipv6.match_at(hay, start) {
+            spans.push(Span {
+                start,
+                end,
+                kind: Detector::Ipv6,
+            });
         }
     }
 }
@@ -386,23 +422,20 @@ struct Block {
     digits: u64,
     run_starts: u64,
     ats: u64,
-    colons: u64,
 }
 
 /// Walks `hay[from..]` in 64-byte blocks and yields, for each block that has
-/// any, bit masks of the digits, digit-run starts, `@` bytes and `:` bytes
-/// in it.
+/// any, bit masks of the digits, digit-run starts and `@` bytes in it.
 ///
 /// The masks are built eight bytes at a time with exact SWAR byte compares
 /// (no carries cross byte lanes) and packed with one multiply per word, in
-/// safe code: about three dozen integer operations per eight bytes, with no
+/// safe code: about two dozen integer operations per eight bytes, with no
 /// branch per byte.
 struct TriggerBlocks<'h> {
     hay: &'h [u8],
     base: usize,
     digits: bool,
     ats: bool,
-    colons: bool,
     /// Whether the byte before `base` is a digit (false at `from`, so a run
     /// that begins before `from` is seen as starting at `from`).
     prev_digit: bool,
@@ -428,27 +461,21 @@ fn pack_high_bits(m: u64) -> u64 {
     (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
-/// Digit, `@` and `:` masks of eight bytes, lane 0 lowest.
+/// Digit and `@` masks of eight bytes, lane 0 lowest.
 #[inline(always)]
-fn word_masks(x: u64) -> (u64, u64, u64) {
+fn word_masks(x: u64) -> (u64, u64) {
     let digits = lanes_below(x ^ (LANES * u64::from(b'0')), 10);
     let ats = lanes_below(x ^ (LANES * u64::from(b'@')), 1);
-    let colons = lanes_below(x ^ (LANES * u64::from(b':')), 1);
-    (
-        pack_high_bits(digits),
-        pack_high_bits(ats),
-        pack_high_bits(colons),
-    )
+    (pack_high_bits(digits), pack_high_bits(ats))
 }
 
 impl<'h> TriggerBlocks<'h> {
-    fn new(hay: &'h [u8], from: usize, digits: bool, ats: bool, colons: bool) -> Self {
+    fn new(hay: &'h [u8], from: usize, digits: bool, ats: bool) -> Self {
         TriggerBlocks {
             hay,
             base: from,
             digits,
             ats,
-            colons,
             prev_digit: false,
         }
     }
@@ -462,10 +489,8 @@ impl<'h> TriggerBlocks<'h> {
             self.base += block.len();
             // Clean blocks are the common case: a flag-free fold that the
             // compiler vectorises rejects them before any mask is built.
-            // `:` is the byte after `9`, so one compare covers digits and
-            // colons.
             let any = block.iter().fold(0u8, |acc, &b| {
-                acc | u8::from(b.wrapping_sub(b'0') < 11) | u8::from(b == b'@')
+                acc | u8::from(b.wrapping_sub(b'0') < 10) | u8::from(b == b'@')
             });
             if any == 0 {
                 self.prev_digit = false;
@@ -473,23 +498,20 @@ impl<'h> TriggerBlocks<'h> {
             }
             let mut digits = 0u64;
             let mut ats = 0u64;
-            let mut colons = 0u64;
             let mut words = block.chunks_exact(8);
             let mut shift = 0;
             for word in &mut words {
-                let (d, a, c) = word_masks(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+                let (d, a) = word_masks(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
                 digits |= d << shift;
                 ats |= a << shift;
-                colons |= c << shift;
                 shift += 8;
             }
             if !words.remainder().is_empty() {
                 let mut w = [b' '; 8];
                 w[..words.remainder().len()].copy_from_slice(words.remainder());
-                let (d, a, c) = word_masks(u64::from_le_bytes(w));
+                let (d, a) = word_masks(u64::from_le_bytes(w));
                 digits |= d << shift;
                 ats |= a << shift;
-                colons |= c << shift;
             }
             if !self.digits {
                 digits = 0;
@@ -497,18 +519,14 @@ impl<'h> TriggerBlocks<'h> {
             if !self.ats {
                 ats = 0;
             }
-            if !self.colons {
-                colons = 0;
-            }
             let run_starts = digits & !((digits << 1) | u64::from(self.prev_digit));
             self.prev_digit = digits >> (block.len() - 1) & 1 == 1;
-            if run_starts | ats | colons != 0 {
+            if run_starts | ats != 0 {
                 return Some(Block {
                     base,
                     digits,
                     run_starts,
                     ats,
-                    colons,
                 });
             }
         }
@@ -531,8 +549,9 @@ fn widen_to_char_boundaries(hay: &[u8], mut start: usize, mut end: usize) -> (us
 }
 
 /// Candidate sources, each pushing one segment of the candidate list:
-/// prefixes, API key separators, numbers and e-mails, keywords, patterns.
-const SEGMENTS: usize = 5;
+/// prefixes, API key separators, numbers and e-mails, IPv6 addresses,
+/// keywords, patterns.
+const SEGMENTS: usize = 6;
 
 #[inline]
 fn order_key(s: &Span) -> (usize, Reverse<usize>, u32) {
@@ -805,10 +824,9 @@ mod tests {
             for lane in 0..8 {
                 let mut w = [b'x'; 8];
                 w[lane] = b;
-                let (d, a, c) = word_masks(u64::from_le_bytes(w));
+                let (d, a) = word_masks(u64::from_le_bytes(w));
                 assert_eq!(d, u64::from(b.is_ascii_digit()) << lane, "byte {b}");
                 assert_eq!(a, u64::from(b == b'@') << lane, "byte {b}");
-                assert_eq!(c, u64::from(b == b':') << lane, "byte {b}");
             }
         }
     }
@@ -829,7 +847,6 @@ mod tests {
         for (pos, b) in [
             (128, b'6'),
             (150, b':'),
-            (191, b':'),
             (200, b'@'),
             (250, b'7'),
             (299, b'8'),
@@ -840,14 +857,13 @@ mod tests {
             let want: Vec<usize> = (from..hay.len())
                 .filter(|&i| {
                     hay[i] == b'@'
-                        || hay[i] == b':'
                         || (hay[i].is_ascii_digit() && (i == from || !hay[i - 1].is_ascii_digit()))
                 })
                 .collect();
             let mut got = Vec::new();
-            let mut blocks = TriggerBlocks::new(&hay, from, true, true, true);
+            let mut blocks = TriggerBlocks::new(&hay, from, true, true);
             while let Some(b) = blocks.next_block() {
-                let mut bits = b.run_starts | b.ats | b.colons;
+                let mut bits = b.run_starts | b.ats;
                 while bits != 0 {
                     got.push(b.base + bits.trailing_zeros() as usize);
                     bits &= bits - 1;
