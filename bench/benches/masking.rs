@@ -1,6 +1,9 @@
 //! Masking throughput over reply payloads with every built-in detector on:
 //! clean English-like text (the common case, which the prefilter must make
-//! nearly free) and PII-dense text with one value about every 100 bytes.
+//! nearly free), clean log lines full of digits, dates, times and colons (the
+//! hardest clean case for the number and address prefilters), PII-dense text
+//! with one value about every 100 bytes, and the same density of phone
+//! numbers and IP addresses.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use custos_masking::{Detector, Masked, Masker, Scanner, Span, StreamMasker, Style};
@@ -83,9 +86,37 @@ fn clean_text() -> Vec<u8> {
     out
 }
 
+/// Log lines: timestamps, durations, counters, versions and `key: value`
+/// pairs, with no sensitive values.
+fn clean_log() -> Vec<u8> {
+    let mut rng = Lcg(5);
+    let mut out = Vec::with_capacity(INPUT_BYTES + 256);
+    while out.len() < INPUT_BYTES {
+        let line = format!(
+            "2026-11-{:02}T{:02}:{:02}:{:02}.{:03}Z INFO session: {} {} {} took {}.{}ms, rows: {}, v1.{}.{}\n",
+            rng.next() % 28 + 1,
+            rng.next() % 24,
+            rng.next() % 60,
+            rng.next() % 60,
+            rng.next() % 1000,
+            WORDS[rng.next() % WORDS.len()],
+            WORDS[rng.next() % WORDS.len()],
+            WORDS[rng.next() % WORDS.len()],
+            rng.next() % 100,
+            rng.next() % 10,
+            rng.next() % 10_000,
+            rng.next() % 20,
+            rng.next() % 10,
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(INPUT_BYTES);
+    out
+}
+
 /// One sensitive value in every ~100 bytes of text, cycling through kinds.
 fn dense_text() -> Vec<u8> {
-    const VALUES: &[&str] = &[
+    dense_with(&[
         "4111 1111 1111 1111",
         "jane.roe@example.com",
         "123-45-6789",
@@ -94,7 +125,24 @@ fn dense_text() -> Vec<u8> {
         "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
         "5555555555554444",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    ];
+    ])
+}
+
+/// One phone number or IP address in every ~100 bytes of text.
+fn dense_net() -> Vec<u8> {
+    dense_with(&[
+        "+1 (415) 555-2671",
+        "10.20.30.40",
+        "(415) 555-2671",
+        "2001:db8:85a3::8a2e:370:7334",
+        "+44 20 7946 0958",
+        "192.168.100.200",
+        "415-555-2671",
+        "fe80::1ff:fe23:4567:890a",
+    ])
+}
+
+fn dense_with(values: &[&str]) -> Vec<u8> {
     let mut rng = Lcg(11);
     let mut out = Vec::with_capacity(INPUT_BYTES + 256);
     let mut k = 0;
@@ -104,7 +152,7 @@ fn dense_text() -> Vec<u8> {
             out.extend_from_slice(WORDS[rng.next() % WORDS.len()].as_bytes());
             out.push(b' ');
         }
-        out.extend_from_slice(VALUES[k % VALUES.len()].as_bytes());
+        out.extend_from_slice(values[k % values.len()].as_bytes());
         out.extend_from_slice(b" ");
         k += 1;
     }
@@ -114,7 +162,12 @@ fn dense_text() -> Vec<u8> {
 
 fn masking(c: &mut Criterion) {
     let masker = Masker::new(Scanner::default(), Style::Partial).expect("masker");
-    let inputs = [("clean", clean_text()), ("dense", dense_text())];
+    let inputs = [
+        ("clean", clean_text()),
+        ("clean_log", clean_log()),
+        ("dense", dense_text()),
+        ("dense_net", dense_net()),
+    ];
     let mut group = c.benchmark_group("masking");
     group.throughput(Throughput::Bytes(INPUT_BYTES as u64));
     for (name, input) in &inputs {

@@ -1,6 +1,6 @@
 //! Finding and masking sensitive values (card numbers, SSNs, e-mail
-//! addresses, IBANs, tokens, keys) inside reply payloads, in line, on the
-//! proxy's hot path.
+//! addresses, phone numbers, IP addresses, IBANs, tokens, keys) inside reply
+//! payloads, in line, on the proxy's hot path.
 //!
 //! - [`detect`]: the built-in detectors, each an anchored matcher over bytes.
 //! - [`Scanner`]: runs the enabled detectors, custom keywords and patterns
@@ -21,8 +21,9 @@
 //! ```
 //!
 //! Inputs are bytes, not `str`: values may be binary or invalid UTF-8 and are
-//! then handled byte by byte. Built-in matches cover ASCII bytes only, so on
-//! valid UTF-8 a mask never splits a character.
+//! then handled byte by byte. Built-in matches are ASCII except for the
+//! letters and digits of internationalised e-mail addresses, which are taken
+//! as whole characters, so on valid UTF-8 a mask never splits a character.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

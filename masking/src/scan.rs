@@ -12,7 +12,15 @@
 //! - one pass over 64-byte blocks for digits and `@`: a fold the compiler
 //!   vectorises skips clean blocks, and bit masks (SWAR, safe code) of the
 //!   others start the number detectors at each digit run long enough to
-//!   matter and the e-mail detector at each `@`.
+//!   matter and the e-mail detector at each `@`;
+//! - one `memchr` pass for `:`, from which the IPv6 detector is started at
+//!   the beginning of the address-shaped run around each colon that has an
+//!   address byte beside it.
+//!
+//! Phone numbers and IPv4 addresses add no pass of their own: they start at a
+//! digit run (or at the `+` or `(` just before one) that the block masks
+//! already mark, so they only widen the set of runs visited from those of
+//! three digits or more to every run.
 //!
 //! Three passes over data that stays in cache cost less than one automaton
 //! holding every trigger: single digits and short prefixes of common letters
@@ -165,7 +173,11 @@ impl ScannerBuilder {
             prefixes,
             prefix_kinds,
             api_separators,
-            numbers: on(Detector::CreditCard) || on(Detector::UsSsn) || on(Detector::Iban),
+            numbers: on(Detector::CreditCard)
+                || on(Detector::UsSsn)
+                || on(Detector::Iban)
+                || on(Detector::Phone)
+                || on(Detector::Ipv4),
             email: on(Detector::Email),
             keywords,
             patterns,
@@ -251,6 +263,10 @@ impl Scanner {
             self.find_numbers_and_emails(hay, from, spans);
         }
         ends[2] = spans.len();
+        if self.on(Detector::Ipv6) {
+            find_ipv6(hay, from, spans);
+        }
+        ends[3] = spans.len();
         if let Some(ac) = &self.keywords {
             for m in ac.find_overlapping_iter(Input::new(hay).span(from..hay.len())) {
                 spans.push(Span {
@@ -260,7 +276,7 @@ impl Scanner {
                 });
             }
         }
-        ends[3] = spans.len();
+        ends[4] = spans.len();
         for (index, re) in self.patterns.iter().enumerate() {
             let kind = Detector::Pattern(index as u16);
             for m in re.find_iter(hay) {
@@ -270,7 +286,7 @@ impl Scanner {
                 }
             }
         }
-        ends[4] = spans.len();
+        ends[5] = spans.len();
         select(spans, ends);
     }
 
@@ -278,35 +294,48 @@ impl Scanner {
         let card = self.on(Detector::CreditCard);
         let ssn = self.on(Detector::UsSsn);
         let iban = self.on(Detector::Iban);
+        let phone = self.on(Detector::Phone);
+        let ipv4 = self.on(Detector::Ipv4);
+        // Phone numbers (`+1 ...`, `1-800-...`) and IPv4 addresses
+        // (`8.8.8.8`) may start with a single digit.
+        let singles = phone || ipv4;
         let mut push = |kind: Detector, start: usize| {
             if let Some(end) = kind.match_at(hay, start) {
                 spans.push(Span { start, end, kind });
             }
         };
         let mut blocks = TriggerBlocks::new(hay, from, self.numbers, self.email);
-        while let Some((base, digits, run_starts, ats)) = blocks.next_block() {
+        while let Some(b) = blocks.next_block() {
             // Runs too short for any number detector (a "12" in text) are
             // dropped on the masks: cards and SSNs start with three digits,
             // IBAN check digits are two. Runs that may continue into the
             // next block are kept.
             let spill2 = 1u64 << 63;
             let spill3 = spill2 | 1 << 62;
-            let two = run_starts & ((digits >> 1) | spill2);
-            let three = two & ((digits >> 2) | spill3);
-            let mut bits = if iban { two } else { three } | ats;
+            let two = b.run_starts & ((b.digits >> 1) | spill2);
+            let three = two & ((b.digits >> 2) | spill3);
+            let starts = if singles {
+                b.run_starts
+            } else if iban {
+                two
+            } else {
+                three
+            };
+            let mut bits = starts | b.ats;
             while bits != 0 {
                 let k = bits.trailing_zeros();
                 bits &= bits - 1;
-                let p = base + k as usize;
-                if ats >> k & 1 == 1 {
+                let p = b.base + k as usize;
+                if b.ats >> k & 1 == 1 {
                     if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
                         push(Detector::Email, s);
                     }
                     continue;
                 }
                 // A digit run starts at `p` (or `p` is `from`): the only place
-                // a card number or SSN may start, and two bytes after an
-                // IBAN's start.
+                // a card number, SSN or IPv4 address may start, two bytes
+                // after an IBAN's start, and at or just after a phone
+                // number's start.
                 if three >> k & 1 == 1 {
                     if card {
                         push(Detector::CreditCard, p);
@@ -315,16 +344,88 @@ impl Scanner {
                         push(Detector::UsSsn, p);
                     }
                 }
-                if iban && p >= from + 2 {
+                if iban && two >> k & 1 == 1 && p >= from + 2 {
                     push(Detector::Iban, p - 2);
+                }
+                if singles {
+                    // Most runs are plain numbers in text ("page 12"): the
+                    // run's length and the byte after it rule out phone
+                    // numbers and addresses before any matcher is called.
+                    let mut end = p;
+                    while end < hay.len() && end - p < 4 && hay[end].is_ascii_digit() {
+                        end += 1;
+                    }
+                    let len = end - p; // 4 stands for "4 or more"
+                    let next = hay.get(end).copied();
+                    if ipv4 && len <= 3 && next == Some(b'.') {
+                        push(Detector::Ipv4, p);
+                    }
+                    if phone {
+                        // `415-555-2671`, `1-800-...`, `1 (800) ...`
+                        let separated = matches!(next, Some(b' ' | b'-' | b'.'));
+                        if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
+                            push(Detector::Phone, p);
+                        }
+                        if p > from && matches!(hay[p - 1], b'+' | b'(') {
+                            push(Detector::Phone, p - 1);
+                        }
+                    }
                 }
             }
         }
     }
 }
 
+/// IPv6 candidates from a `memchr` pass over `:`. Colons are rare in most
+/// text and a separate SIMD pass for them costs less than a third mask in
+/// every block that holds a digit. An address can only start where its run
+/// of address bytes starts, so each run is tried once, and only from a colon
+/// with an address byte or a colon next to it (not `key: value`).
+fn find_ipv6(hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+    let mut last_start = usize::MAX;
+    for q in memchr::memchr_iter(b':', &hay[from..]).map(|q| q + from) {
+        let near = |i: Option<usize>| {
+            i.and_then(|i| hay.get(i))
+                .is_some_and(|&b| b.is_ascii_hexdigit() || b == b':')
+        };
+        if !(near(q.checked_sub(1)) || near(Some(q + 1))) {
+            continue;
+        }
+        let Some(start) = ipv6_run_start(hay, q).filter(|&s| s >= from && s != last_start) else {
+            continue;
+        };
+        last_start = start;
+        if let Some(end) = Detector::Ipv6.match_at(hay, start) {
+            spans.push(Span {
+                start,
+                end,
+                kind: Detector::Ipv6,
+            });
+        }
+    }
+}
+
+/// The first byte of the run of IPv6 address bytes that holds the colon at
+/// `colon`, or `None` if that run is too long to be an address.
+fn ipv6_run_start(hay: &[u8], colon: usize) -> Option<usize> {
+    let floor = colon.saturating_sub(detect::IPV6_BYTES_MAX + 1);
+    let mut s = colon;
+    while s > floor && detect::is_ipv6_byte(hay[s - 1]) {
+        s -= 1;
+    }
+    (s > floor || s == 0 || !detect::is_ipv6_byte(hay[s - 1])).then_some(s)
+}
+
+/// One block's trigger masks, bit `k` for byte `base + k`.
+struct Block {
+    base: usize,
+    digits: u64,
+    run_starts: u64,
+    ats: u64,
+}
+
 /// Walks `hay[from..]` in 64-byte blocks and yields, for each block that has
-/// any, bit masks of the digit-run starts and the `@` bytes in it.
+/// any, bit masks of the digits, digit-run starts and `@` bytes in it.
 ///
 /// The masks are built eight bytes at a time with exact SWAR byte compares
 /// (no carries cross byte lanes) and packed with one multiply per word, in
@@ -379,10 +480,9 @@ impl<'h> TriggerBlocks<'h> {
         }
     }
 
+    /// The next block with a trigger.
     #[inline]
-    /// The next block with a trigger: its offset, digit mask, digit-run
-    /// start mask and `@` mask.
-    fn next_block(&mut self) -> Option<(usize, u64, u64, u64)> {
+    fn next_block(&mut self) -> Option<Block> {
         while self.base < self.hay.len() {
             let base = self.base;
             let block = &self.hay[base..self.hay.len().min(base + BLOCK)];
@@ -422,7 +522,12 @@ impl<'h> TriggerBlocks<'h> {
             let run_starts = digits & !((digits << 1) | u64::from(self.prev_digit));
             self.prev_digit = digits >> (block.len() - 1) & 1 == 1;
             if run_starts | ats != 0 {
-                return Some((base, digits, run_starts, ats));
+                return Some(Block {
+                    base,
+                    digits,
+                    run_starts,
+                    ats,
+                });
             }
         }
         None
@@ -444,8 +549,9 @@ fn widen_to_char_boundaries(hay: &[u8], mut start: usize, mut end: usize) -> (us
 }
 
 /// Candidate sources, each pushing one segment of the candidate list:
-/// prefixes, API key separators, numbers and e-mails, keywords, patterns.
-const SEGMENTS: usize = 5;
+/// prefixes, API key separators, numbers and e-mails, IPv6 addresses,
+/// keywords, patterns.
+const SEGMENTS: usize = 6;
 
 #[inline]
 fn order_key(s: &Span) -> (usize, Reverse<usize>, u32) {
@@ -578,6 +684,44 @@ mod tests {
     }
 
     #[test]
+    fn finds_phones_and_addresses() {
+        let hay = "Call +1 (415) 555-2671 or (415) 555-2672; host 10.0.0.12 and \
+                   [2001:db8::7]:443, fallback ::ffff:192.0.2.1, card 4111111111111111 exp 1227.";
+        let mut spans = Vec::new();
+        Scanner::default().find(hay.as_bytes(), &mut spans);
+        assert_eq!(
+            texts(hay, &spans),
+            vec![
+                (Detector::Phone, "+1 (415) 555-2671".into()),
+                (Detector::Phone, "(415) 555-2672".into()),
+                (Detector::Ipv4, "10.0.0.12".into()),
+                (Detector::Ipv6, "2001:db8::7".into()),
+                (Detector::Ipv6, "::ffff:192.0.2.1".into()),
+                (Detector::CreditCard, "4111111111111111".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_that_are_not_values_are_left_alone() {
+        let hay = "At 2024-01-15T12:34:56.789Z (12:34) v1.2.3.4.5 built 20240115, \
+                   order 123456789012, MAC 00:1a:2b:3c:4d:5e, ratio 3.14, std::vec::Vec, \
+                   15.01.2024, +05:30, range 1-2-3, page 415 of 555.";
+        let mut spans = Vec::new();
+        Scanner::default().find(hay.as_bytes(), &mut spans);
+        assert_eq!(texts(hay, &spans), vec![]);
+    }
+
+    #[test]
+    fn ipv6_runs_too_long_are_skipped() {
+        let long = format!("{}::1", "a".repeat(60));
+        assert_eq!(ipv6_run_start(long.as_bytes(), 60), None);
+        let hay = b"at ::1";
+        assert_eq!(ipv6_run_start(hay, 3), Some(3));
+        assert_eq!(ipv6_run_start(b"::1", 0), Some(0));
+    }
+
+    #[test]
     fn clean_text_does_not_allocate_spans() {
         let mut spans = Vec::new();
         Scanner::default().find(
@@ -700,7 +844,13 @@ mod tests {
         ] {
             hay[pos] = b;
         }
-        for (pos, b) in [(128, b'6'), (200, b'@'), (250, b'7'), (299, b'8')] {
+        for (pos, b) in [
+            (128, b'6'),
+            (150, b':'),
+            (200, b'@'),
+            (250, b'7'),
+            (299, b'8'),
+        ] {
             hay[pos] = b;
         }
         for from in [0, 1, 2, 64, 65, 66, 128, 299, 300] {
@@ -712,10 +862,10 @@ mod tests {
                 .collect();
             let mut got = Vec::new();
             let mut blocks = TriggerBlocks::new(&hay, from, true, true);
-            while let Some((base, _, starts, ats)) = blocks.next_block() {
-                let mut bits = starts | ats;
+            while let Some(b) = blocks.next_block() {
+                let mut bits = b.run_starts | b.ats;
                 while bits != 0 {
-                    got.push(base + bits.trailing_zeros() as usize);
+                    got.push(b.base + bits.trailing_zeros() as usize);
                     bits &= bits - 1;
                 }
             }

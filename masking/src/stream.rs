@@ -5,7 +5,7 @@
 //! The stream masker holds back the last [`STREAM_WINDOW_BYTES`] of input:
 //! every built-in detector decides a match from at most that many bytes after
 //! the match start ([`LOOKAHEAD_BYTES_MAX`](crate::LOOKAHEAD_BYTES_MAX), set by
-//! the 4 KiB cap on PEM blocks and JWTs), so a match that starts before the
+//! the 16 KiB cap on PEM blocks and JWTs), so a match that starts before the
 //! held-back tail is already final and the bytes before it can be emitted.
 //! It also keeps [`LOOKBEHIND_BYTES_MAX`](crate::LOOKBEHIND_BYTES_MAX) bytes
 //! of already emitted input for the detectors' left-boundary checks. The
@@ -27,7 +27,7 @@ pub const STREAM_WINDOW_BYTES: usize = LOOKAHEAD_BYTES_MAX;
 const SCAN_BATCH_BYTES: usize = 2 * STREAM_WINDOW_BYTES;
 
 /// Masks a value fed in chunks. Memory use is bounded by about
-/// `3 × STREAM_WINDOW_BYTES` plus the largest chunk.
+/// `3 × STREAM_WINDOW_BYTES` (about 48 KiB) plus the largest chunk.
 ///
 /// With [`Style::Null`](crate::Style::Null) the bytes pass through unchanged
 /// and [`StreamMasker::spans_found`] tells the caller whether to drop the

@@ -1,6 +1,6 @@
 //! Cross-module tests: the fast scanner against the naive reference on
 //! random inputs with planted values, and streamed output against one-shot
-//! output for every way of splitting a corpus.
+//! output for the ways of splitting a corpus that matter.
 
 use proptest::prelude::*;
 
@@ -39,6 +39,26 @@ const PLANTS: &[&str] = &[
     "-----BEGIN PRIVATE KEY-----\nAAAA",
     "Orion",
     "ORION-7",
+    "4111 1111 1111 1111 12",
+    "4111111111111111 1227",
+    "gb82west12345698765432",
+    "ünïcode@example.com",
+    "«jane@exämple.de»",
+    "иван@пример.рф",
+    "+1 (415) 555-2671",
+    "+44 20 7946 0958",
+    "(415) 555-2671",
+    "415-555-2671",
+    "1-800-555-0199",
+    "2024-01-15T12:34:56Z",
+    "192.168.1.10",
+    "1.2.3.4.5",
+    "256.1.1.1",
+    "2001:db8::1",
+    "::ffff:192.0.2.128",
+    "fe80::1ff:fe23:4567:890a",
+    "00:1a:2b:3c:4d:5e",
+    "12:34:56",
 ];
 
 /// Filler that touches boundaries: digits, separators, word bytes,
@@ -60,6 +80,13 @@ const FILLER: &[&[u8]] = &[
     b"the ",
     b"lorem ipsum ",
     b"==",
+    b":",
+    b"::",
+    b"+",
+    b"(",
+    b")",
+    b"\xc2\xab",
+    b"\xd0\xb8",
 ];
 
 fn planted_input() -> impl Strategy<Value = Vec<u8>> {
@@ -84,12 +111,21 @@ fn reference_spans(hay: &[u8]) -> Vec<Span> {
     reference::find(&Detector::BUILT_IN, &keywords, hay)
 }
 
-/// Same-length redaction written out plainly over the reference spans.
+/// Same-length redaction written out plainly over the reference spans: one
+/// star per character (per byte that is not a UTF-8 continuation byte).
 fn reference_redact(hay: &[u8], spans: &[Span]) -> Vec<u8> {
-    let mut out = hay.to_vec();
+    let mut out = Vec::new();
+    let mut at = 0;
     for s in spans {
-        out[s.start..s.end].fill(b'*');
+        out.extend_from_slice(&hay[at..s.start]);
+        let chars = hay[s.start..s.end]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        out.extend(std::iter::repeat_n(b'*', chars));
+        at = s.end;
     }
+    out.extend_from_slice(&hay[at..]);
     out
 }
 
@@ -114,7 +150,6 @@ proptest! {
             prop_assert!(out.is_empty());
         } else {
             prop_assert_eq!(got, Masked::Rewritten { spans: spans.len() });
-            // Built-in matches are ASCII, so one star per byte.
             prop_assert_eq!(out, reference_redact(&hay, &spans));
         }
     }
@@ -138,6 +173,51 @@ proptest! {
         let masker = Masker::new(scanner(), Style::Partial).unwrap();
         let chunks = split_at_sizes(&hay, &cuts);
         prop_assert_eq!(stream(&masker, &chunks), one_shot(&masker, &hay));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Values on both sides of a stretch of filler long enough that the
+    /// stream masker emits output (and drops context) in between.
+    #[test]
+    fn streaming_equals_one_shot_past_the_window(
+        head in proptest::collection::vec(planted_input(), 1..20).prop_map(|v| v.concat()),
+        filler_bytes in STREAM_WINDOW_BYTES..4 * STREAM_WINDOW_BYTES,
+        tail in proptest::collection::vec(planted_input(), 1..20).prop_map(|v| v.concat()),
+        cuts in proptest::collection::vec(1usize..40_000, 1..8),
+    ) {
+        let filler = b"lorem 12 ipsum: 3.4 dolor ".iter().copied().cycle().take(filler_bytes);
+        let hay: Vec<u8> = head.iter().copied().chain(filler).chain(tail).collect();
+        let masker = Masker::new(scanner(), Style::Partial).unwrap();
+        let chunks = split_at_sizes(&hay, &cuts);
+        prop_assert_eq!(stream(&masker, &chunks), one_shot(&masker, &hay));
+    }
+}
+
+#[test]
+fn planted_values_match_whole_at_buffer_edges() {
+    let scanner = scanner();
+    let mut spans = Vec::new();
+    for plant in PLANTS {
+        let hay = plant.as_bytes();
+        let want = reference_spans(hay);
+        scanner.find(hay, &mut spans);
+        assert_eq!(spans, want, "{plant:?}");
+        // A value that is all of its buffer is found whole, and again when
+        // the buffer starts or ends with non-ASCII punctuation.
+        if want.len() == 1 && want[0].len() == hay.len() {
+            for wrapped in [
+                format!("«{plant}"),
+                format!("{plant}»"),
+                format!("€{plant}—"),
+            ] {
+                scanner.find(wrapped.as_bytes(), &mut spans);
+                assert_eq!(spans.len(), 1, "{wrapped:?}");
+                assert_eq!(&wrapped.as_bytes()[spans[0].start..spans[0].end], hay);
+            }
+        }
     }
 }
 
@@ -173,36 +253,77 @@ fn stream(masker: &Masker, chunks: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// About 12 KiB: values of every kind spread through filler, some right at
-/// the distances the stream masker holds back, plus a PEM block of ~3 KiB.
-fn corpus() -> Vec<u8> {
+/// About 64 KiB: values of every kind spread through filler, with PEM
+/// blocks of about 3, 6.5 and 10 KiB and a 9 KiB JWT (longer than the old
+/// 4 KiB cap), so the stream masker emits several times before the end.
+/// Returns the corpus and where each planted value lies.
+fn corpus() -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut hay = Vec::new();
-    let filler = "Plain words, 42 apples, naïve café text. ".as_bytes();
-    let pem = format!(
-        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----",
-        "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgwMbRvI0MBZhpI\n".repeat(48)
-    );
+    let mut planted = Vec::new();
+    let filler = "Plain words, 42 apples, naïve café text at 10:30. ".as_bytes();
+    let pem = |lines: usize| {
+        format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgwMbRvI0MBZhpI\n".repeat(lines)
+        )
+    };
+    let pems = [pem(48), pem(100), pem(160)];
+    let jwt = format!("eyJhbGciOiJSUzI1NiJ9.eyJ{}.c2lnbmF0dXJl", "a".repeat(9000));
     let mut k = 0;
-    while hay.len() < 12 * 1024 {
+    while hay.len() < 64 * 1024 {
         hay.extend_from_slice(filler);
-        let plant: &[u8] = if k % 7 == 3 {
-            pem.as_bytes()
-        } else {
-            PLANTS[k % PLANTS.len()].as_bytes()
+        let plant: &[u8] = match k % 13 {
+            3 => pems[(k / 13) % pems.len()].as_bytes(),
+            9 => jwt.as_bytes(),
+            _ => PLANTS[k % PLANTS.len()].as_bytes(),
         };
+        planted.push((hay.len(), hay.len() + plant.len()));
         hay.extend_from_slice(plant);
         k += 1;
     }
-    hay
+    (hay, planted)
+}
+
+/// Split points that matter: a stride through the corpus, and every point
+/// near the start and end of each planted value, directly and one window
+/// later (where the first chunk's emit limit falls).
+fn split_points(len: usize, planted: &[(usize, usize)]) -> Vec<usize> {
+    let mut points: Vec<usize> = (0..=len).step_by(89).collect();
+    for &(start, end) in planted {
+        for edge in [
+            start,
+            end,
+            start + STREAM_WINDOW_BYTES,
+            end + STREAM_WINDOW_BYTES,
+        ] {
+            points.extend((edge.saturating_sub(2)..=edge + 2).filter(|&p| p <= len));
+        }
+    }
+    points.sort_unstable();
+    points.dedup();
+    points
 }
 
 #[test]
-fn streaming_equals_one_shot_at_every_split_point() {
-    let hay = corpus();
+fn streaming_equals_one_shot_at_split_points() {
+    let (hay, planted) = corpus();
     let masker = Masker::new(scanner(), Style::Redact { keep_length: false }).unwrap();
     let want = one_shot(&masker, &hay);
     assert_ne!(want, hay, "the corpus must contain values");
-    for split in 0..=hay.len() {
+    // The long PEM blocks and the JWT are masked whole.
+    let mut spans = Vec::new();
+    masker.find(&hay, &mut spans);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == Detector::PrivateKey && s.len() > 10 * 1024)
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == Detector::Jwt && s.len() > 9000)
+    );
+    for split in split_points(hay.len(), &planted) {
         let (a, b) = hay.split_at(split);
         assert_eq!(stream(&masker, &[a, b]), want, "split at {split}");
     }
@@ -210,7 +331,7 @@ fn streaming_equals_one_shot_at_every_split_point() {
 
 #[test]
 fn streaming_byte_by_byte() {
-    let hay = corpus();
+    let (hay, _) = corpus();
     let masker = Masker::new(scanner(), Style::Partial).unwrap();
     let chunks: Vec<&[u8]> = hay.chunks(1).collect();
     assert_eq!(stream(&masker, &chunks), one_shot(&masker, &hay));

@@ -59,6 +59,9 @@ pub fn detector_name(d: Detector) -> &'static str {
         Detector::CreditCard => "credit_card",
         Detector::UsSsn => "us_ssn",
         Detector::Email => "email",
+        Detector::Phone => "phone",
+        Detector::Ipv4 => "ipv4",
+        Detector::Ipv6 => "ipv6",
         Detector::Keyword => "keyword",
         Detector::Pattern(_) => "pattern",
     }
