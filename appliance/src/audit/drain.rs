@@ -233,7 +233,17 @@ impl Drain {
         loop {
             let stopping = stop.load(Ordering::Acquire);
             let took = self.round();
-            if stopping && !took && self.chains.iter().all(|c| c.out.is_empty()) {
+            // At shutdown a trail that cannot be written is not waited for:
+            // what is still pending is counted in the log below.
+            let pending = self.chains.iter().any(|c| !c.out.is_empty());
+            if stopping && !took && (!pending || self.failure.is_some()) {
+                if pending {
+                    let lost: u64 = self.chains.iter().map(|c| c.out_records).sum();
+                    error!(
+                        records = lost,
+                        "audit trail closed with records that could not be written"
+                    );
+                }
                 break;
             }
             if !took {

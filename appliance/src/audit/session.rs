@@ -64,6 +64,8 @@ pub struct SessionAudit {
     rows: Cell<u64>,
     /// Splits the reply stream of the shared phase into replies.
     inbox: RefCell<Option<(Scanner, u8)>>,
+    /// When each command of the shared phase still owed a reply was sent.
+    shared_sent: RefCell<VecDeque<Instant>>,
     pg: RefCell<PgState>,
 }
 
@@ -119,6 +121,7 @@ impl SessionAudit {
             reply_bytes: Cell::new(0),
             rows: Cell::new(0),
             inbox: RefCell::new(None),
+            shared_sent: RefCell::new(VecDeque::new()),
             pg: RefCell::new(PgState::default()),
         };
         s.emit(Kind::SessionStart, 0, |e| e.rule(b"").finish(b"", b"", b""));
@@ -249,6 +252,7 @@ impl SessionAudit {
         if let Some(r) = replaced {
             ex.clear();
             ex.extend_from_slice(&r[..r.len().min(self.shard.reply_bytes)]);
+            self.reply_bytes.set(r.len() as u64);
         }
         let first = ex.first().copied();
         let error = error || matches!(first, Some(b'-' | b'!')) && replaced.is_some();
@@ -277,6 +281,11 @@ impl SessionAudit {
         self.reply_bytes.set(0);
     }
 
+    /// A command of the shared phase was sent at `at` (for its latency).
+    pub fn redis_shared_sent(&self, at: Instant) {
+        self.shared_sent.borrow_mut().push_back(at);
+    }
+
     /// Reply bytes of the shared phase, in order: whole replies are
     /// recorded as they complete.
     pub fn redis_inbox(&self, bytes: &[u8]) {
@@ -300,7 +309,12 @@ impl SessionAudit {
             if !sc.complete {
                 break;
             }
-            self.redis_reply(matches!(first, b'-' | b'!'), 0, None);
+            let us = self
+                .shared_sent
+                .borrow_mut()
+                .pop_front()
+                .map_or(0, |t| t.elapsed().as_micros() as u64);
+            self.redis_reply(matches!(first, b'-' | b'!'), us, None);
         }
     }
 

@@ -248,8 +248,12 @@ async fn shard_main(
     }
     // Records that waited for room in the ring go in before the shard
     // exits; the drain is still running and empties the ring.
-    if let Some(a) = &ctx.audit {
-        a.ready().await;
+    if let Some(a) = &ctx.audit
+        && monoio::time::timeout(ABORT_UNWIND, a.ready())
+            .await
+            .is_err()
+    {
+        warn!(shard = id, "audit trail not accepting records at shutdown");
     }
     info!(
         shard = id,

@@ -27,6 +27,7 @@ use super::cancel;
 use super::sqlstate;
 use super::startup::{self, ClientStart};
 use super::upstream;
+use crate::audit::SessionAudit;
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
@@ -60,6 +61,8 @@ enum End {
     Aborted,
     /// The client's token ran out.
     Expired,
+    /// `[audit] on_failure = "fail_closed"` and the trail cannot be written.
+    AuditUnavailable,
 }
 
 /// State both loops of a session share (one thread, one task: cells).
@@ -85,6 +88,8 @@ struct Session {
     space: LocalNotify,
     /// When the identity's token runs out.
     expiry: Option<Expiry>,
+    /// The session's part of the audit trail.
+    audit: Option<SessionAudit>,
 }
 
 impl Session {
@@ -181,6 +186,7 @@ async fn run(
         }
     };
     let expiry = session_expiry(shard, &identity);
+    let audit = SessionAudit::start(shard, target, peer, &identity);
     debug!(
         shard = shard.id,
         target = %target.target.name,
@@ -194,6 +200,9 @@ async fn run(
         Ok(up) => up,
         Err(e) => {
             warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
+            if let Some(a) = &audit {
+                a.end("upstream unavailable");
+            }
             let m = target.metrics();
             match e {
                 UpstreamError::Refused { error, .. } => {
@@ -267,6 +276,7 @@ async fn run(
         protocol_error: RefCell::new(None),
         space: LocalNotify::default(),
         expiry,
+        audit,
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -276,6 +286,9 @@ async fn run(
     drop((key, uread));
     let end = s.end.get();
     debug!(shard = shard.id, target = %target.target.name, %peer, ?end, "session end");
+    if let Some(a) = &s.audit {
+        a.end(end_reason(end));
+    }
     last_words(&s, end, cread, cwrite, uwrite).await;
 }
 
@@ -304,6 +317,10 @@ async fn last_words(
             sqlstate::ADMIN_SHUTDOWN,
             "custos: terminating connection because the token expired".to_owned(),
         ),
+        Some(End::AuditUnavailable) => (
+            sqlstate::AUDIT_UNAVAILABLE,
+            "custos: audit trail unavailable".to_owned(),
+        ),
         Some(End::UpstreamLost) if s.store_said_fatal.get() => {
             stream::lingering_close(cread, cwrite).await;
             return;
@@ -330,6 +347,20 @@ async fn last_words(
         drop((cread, cwrite));
     } else {
         stream::lingering_close(cread, cwrite).await;
+    }
+}
+
+/// How a session's end is named in the audit trail.
+fn end_reason(end: Option<End>) -> &'static str {
+    match end {
+        None | Some(End::ClientGone) => "client closed",
+        Some(End::Terminated) => "terminate",
+        Some(End::UpstreamLost) => "upstream lost",
+        Some(End::ProtocolError) => "client protocol error",
+        Some(End::Drained) => "appliance stopping",
+        Some(End::Aborted) => "aborted at shutdown",
+        Some(End::Expired) => "token expired",
+        Some(End::AuditUnavailable) => "audit trail unavailable",
     }
 }
 
@@ -441,6 +472,10 @@ async fn client_side(
             expire(s).await;
             break;
         }
+        if let Some(a) = &s.audit {
+            // A full audit ring holds new statements back.
+            a.ready().await;
+        }
         if unprocessed {
             unprocessed = false;
         } else {
@@ -466,11 +501,13 @@ async fn client_side(
         let mut pos = 0;
         let mut terminate = false;
         let mut bad: Option<String> = None;
+        let mut unrecordable = false;
         let now = Instant::now();
         pos += framing.resume(data.len());
         while !framing.streaming() && pos < data.len() {
-            let h = match framing.next(&data[pos..]) {
-                Next::Whole(h) | Next::Streamed(h) => h,
+            let (h, whole) = match framing.next(&data[pos..]) {
+                Next::Whole(h) => (h, true),
+                Next::Streamed(h) => (h, false),
                 Next::Wait => break,
                 Next::Bad(e) => {
                     bad = Some(format!("invalid message: {e}"));
@@ -483,6 +520,20 @@ async fn client_side(
                     char::from(h.tag)
                 ));
                 break;
+            }
+            if let Some(a) = &s.audit {
+                if a.refusing()
+                    && matches!(
+                        h.tag,
+                        tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
+                    )
+                {
+                    // What came before is forwarded and answered; this and
+                    // everything after it is refused with the session.
+                    unrecordable = true;
+                    break;
+                }
+                a.pg_frontend(&data[pos..pos + h.len.min(data.len() - pos)], whole, now);
             }
             match h.tag {
                 tag::QUERY | tag::FUNCTION_CALL => {
@@ -521,6 +572,11 @@ async fn client_side(
             // store would have answered it before reading further.
             wait_for_replies(s).await;
             protocol_error(s, &why);
+            break;
+        }
+        if unrecordable {
+            wait_for_replies(s).await;
+            s.finish(End::AuditUnavailable);
             break;
         }
         if s.syncs.borrow().len() >= pending_max && !wait_for_space(s, pending_max).await {
@@ -593,6 +649,12 @@ async fn password_phase(
                 .metrics()
                 .error(crate::metrics::ErrorKind::AuthFailed);
             warn!(event = "auth_fail", target = %target.target.name, %peer, reason = "token too large", "token refused");
+            crate::audit::session::auth_event(
+                shard,
+                target,
+                peer,
+                &Err(crate::identity::Reject::TooLarge),
+            );
             return Err((sqlstate::INVALID_PASSWORD, Some(why)));
         }
         Ok(Err(why)) => return Err((sqlstate::PROTOCOL_VIOLATION, why)),
@@ -717,7 +779,10 @@ async fn upstream_side(
         while !framing.streaming() && pos < data.len() {
             let h = match framing.next(&data[pos..]) {
                 Next::Whole(h) => h,
-                Next::Streamed(_) => {
+                Next::Streamed(h) => {
+                    if let Some(a) = &s.audit {
+                        a.pg_backend_streamed(h.tag);
+                    }
                     pos = data.len();
                     break;
                 }
@@ -729,6 +794,9 @@ async fn upstream_side(
                 }
             };
             let msg = &data[pos..pos + h.len];
+            if let Some(a) = &s.audit {
+                a.pg_backend(msg);
+            }
             match h.tag {
                 tag::READY_FOR_QUERY => {
                     if let Ok(backend::Message::ReadyForQuery { status }) = backend::parse(msg) {
@@ -755,6 +823,10 @@ async fn upstream_side(
         s.store_mid_message.set(framing.streaming());
 
         if pos > 0 {
+            if let Some(a) = &s.audit {
+                // durability = "sync": replies wait for their records.
+                a.durable().await;
+            }
             let v = buf.take();
             let (res, v) = cwrite.write_range(v, 0, pos).await;
             buf.put(v);
