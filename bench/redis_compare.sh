@@ -32,7 +32,9 @@
 #   BENCH_PIPELINES ["1 16"]    pipeline depths
 #   BENCH_CLIENTS [50]  BENCH_DATA_BYTES [64]  BENCH_KEYSPACE [100000]
 #   BENCH_IDLE_CONNS [10000]    idle connections for the memory measurement (0 skips it)
-#   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]
+#   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]; `custos-audit` and
+#                               `custos-sync` are custos with an [audit] trail,
+#                               durability async and sync, to compare with `custos`
 #   CUSTOS_WORKERS [1]          custos shards. One by default: on this 2-core
 #                               machine the store and redis-benchmark need the
 #                               other core, and twemproxy is one thread too.
@@ -64,10 +66,10 @@ need=(redis-server redis-cli redis-benchmark python3)
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     redis) ;;
-    custos) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    custos|custos-audit|custos-sync) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
     twemproxy) need+=(nutcracker) ;;
     haproxy) need+=(haproxy) ;;
-    *) echo "unknown endpoint '$ep' (redis, custos, twemproxy, haproxy)" >&2; exit 2 ;;
+    *) echo "unknown endpoint '$ep' (redis, custos, custos-audit, custos-sync, twemproxy, haproxy)" >&2; exit 2 ;;
   esac
 done
 require_tools "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;\
@@ -100,16 +102,18 @@ redis_wait_ping "$upstream_port" "$pass_default"
 # ---- the endpoints ----
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
-    custos)
+    custos|custos-audit|custos-sync)
       build_custos
       printf '%s' "$pass_custos" > "$work/custos-secret"
       port=$(free_port); admin=$(free_port)
+      mkdir -p "$work/$ep"
       {
         custos_server_toml "$admin"
+        custos_audit_toml "$ep" "$work/$ep"
         custos_target_toml cache redis "$port" "$upstream_port" custos "$work/custos-secret" none
-      } > "$work/custos.toml"
-      "$custos_bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
-      track custos "$port"
+      } > "$work/$ep.toml"
+      "$custos_bin" run --config "$work/$ep.toml" 2>"$work/$ep.log" &
+      track "$ep" "$port"
       ;;
     twemproxy)
       port=$(free_port); stats=$(free_port)
