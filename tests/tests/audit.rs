@@ -264,6 +264,13 @@ fn postgres_statements_and_replies_are_recorded_without_the_token_or_password() 
     assert!(psql_ok(&conn, "SELECT n FROM cards ORDER BY n").contains(CARD));
     let err = custos_tests::tools::psql(&conn, &["-c", "SELECT * FROM missing"], None);
     assert!(!err.status.success());
+    // The extended protocol: Parse, Bind, Execute per transaction.
+    custos_tests::tools::pgbench(&conn, &["-i", "-s", "1", "-q"]).assert_success("pgbench -i");
+    custos_tests::tools::pgbench(
+        &conn,
+        &["-n", "-S", "-M", "prepared", "-t", "20", "-c", "1"],
+    )
+    .assert_success("pgbench -S -M prepared");
     stop(custos);
 
     verify_ok(&t);
@@ -286,6 +293,17 @@ fn postgres_statements_and_replies_are_recorded_without_the_token_or_password() 
             .iter()
             .any(|l| field(l, "code") == Some("42P01") && l.contains(r#""status":"error""#)),
         "{replies:?}"
+    );
+    let extended: Vec<&String> = commands
+        .iter()
+        .filter(|l| l.contains("FROM pgbench_accounts WHERE aid = $1"))
+        .collect();
+    assert_eq!(extended.len(), 20, "{commands:?}");
+    assert!(
+        extended
+            .iter()
+            .all(|l| l.contains(r#""parameters":1"#) && l.contains("extended protocol")),
+        "{extended:?}"
     );
     let bytes = all_bytes(&t.dir());
     assert!(!contains(&bytes, &token), "the trail holds the token");

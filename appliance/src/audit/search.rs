@@ -148,6 +148,9 @@ pub fn to_json(item: &Item, r: &Record<'_>) -> Value {
         };
         m.insert(unit.into(), r.count.into());
     }
+    if r.kind == Kind::Command && r.protocol == super::record::Proto::Postgres && r.count > 0 {
+        m.insert("parameters".into(), r.count.into());
+    }
     if r.kind == Kind::SessionEnd {
         m.insert("commands".into(), r.count.into());
     }

@@ -19,8 +19,9 @@
 //!   in order (Redis answers in order): status, error code, bytes, and the
 //!   first `record_reply_bytes` of the reply.
 //! - PostgreSQL: one `command` record per Query (its SQL) and per Execute
-//!   (the SQL of the statement its portal was bound to, with the number of
-//!   bound parameters; their values are not recorded). Parse and Bind are
+//!   (the SQL of the statement its portal was bound to, detail `extended
+//!   protocol`, the number of bound parameters in `count`; their values are
+//!   not recorded). Parse and Bind are
 //!   not recorded on their own. One `reply` record per CommandComplete,
 //!   EmptyQueryResponse, PortalSuspended or ErrorResponse: the command tag
 //!   or SQLSTATE, the rows, and the first `record_reply_bytes` of the row
@@ -359,23 +360,34 @@ impl SessionAudit {
             }
             tag::BIND => {
                 let mut pg = self.pg.borrow_mut();
+                let PgState {
+                    unnamed,
+                    named,
+                    portal,
+                    portal_params,
+                    portals,
+                    ..
+                } = &mut *pg;
                 let Some(frontend::Message::Bind(b)) = parsed else {
-                    pg.portal.clear();
-                    pg.portal_params = 0;
+                    portal.clear();
+                    *portal_params = 0;
                     return;
                 };
                 let params = b.params.len().min(u16::MAX as usize) as u16;
-                let sql: Box<[u8]> = if b.statement.is_empty() {
-                    pg.unnamed.as_slice().into()
+                let sql: &[u8] = if b.statement.is_empty() {
+                    unnamed
                 } else {
-                    pg.named.get(b.statement).cloned().unwrap_or_default()
+                    named.get(b.statement).map_or(&[][..], |s| &s[..])
                 };
                 if b.portal.is_empty() {
-                    pg.portal.clear();
-                    pg.portal.extend_from_slice(&sql);
-                    pg.portal_params = params;
-                } else if pg.portals.len() < STATEMENTS_MAX || pg.portals.contains_key(b.portal) {
-                    pg.portals.insert(b.portal.into(), (sql, params));
+                    // The common case (drivers bind the unnamed portal for
+                    // each execution): a copy into a reused buffer.
+                    portal.clear();
+                    portal.extend_from_slice(sql);
+                    *portal_params = params;
+                } else if portals.len() < STATEMENTS_MAX || portals.contains_key(b.portal) {
+                    let bound = (sql.into(), params);
+                    portals.insert(b.portal.into(), bound);
                 }
             }
             tag::EXECUTE => {
@@ -383,18 +395,17 @@ impl SessionAudit {
                     Some(frontend::Message::Execute { portal, .. }) => portal,
                     _ => b"",
                 };
-                let (sql, params) = {
+                let n = {
                     let pg = self.pg.borrow();
-                    if portal.is_empty() {
-                        (pg.portal.clone(), pg.portal_params)
+                    let (sql, params) = if portal.is_empty() {
+                        (&pg.portal[..], pg.portal_params)
                     } else {
                         pg.portals
                             .get(portal)
-                            .map(|(s, p)| (s.to_vec(), *p))
-                            .unwrap_or_default()
-                    }
+                            .map_or((&[][..], 0), |(s, p)| (&s[..], *p))
+                    };
+                    self.pg_command(sql, Some(params), false)
                 };
-                let n = self.pg_command(&sql, Some(params), false);
                 self.pg
                     .borrow_mut()
                     .queue
@@ -432,14 +443,14 @@ impl SessionAudit {
         let n = self.next_command();
         let mut head = self.head(Kind::Command, n);
         head.decision = Some(Decision::Allow);
-        let detail = match (params, cut) {
-            (Some(p), _) => format!("extended protocol, {p} parameters"),
-            (None, true) => "statement larger than the connection buffer; its start".into(),
-            (None, false) => String::new(),
+        // The number of bound parameters goes in `count`.
+        head.count = params.unwrap_or(0) as u64;
+        let detail: &[u8] = match (params, cut) {
+            (Some(_), _) => b"extended protocol",
+            (None, true) => b"statement larger than the connection buffer; its start",
+            (None, false) => b"",
         };
-        self.emit_head(&head, |e| {
-            e.rule(b"").arg(sql).finish(b"", b"", detail.as_bytes())
-        });
+        self.emit_head(&head, |e| e.rule(b"").arg(sql).finish(b"", b"", detail));
         n
     }
 
@@ -595,17 +606,26 @@ pub fn auth_event(
 }
 
 /// Whether a raw RESP command is `AUTH` or `HELLO`, whose arguments may
-/// hold a password.
+/// hold a password. Looks at the name only, without allocating: this runs
+/// for every command.
 fn carries_secret(raw: &[u8]) -> bool {
-    let mut args = Vec::new();
-    // Only the name is needed: look at the first few bytes.
-    let head = &raw[..raw.len().min(32)];
-    split_resp(head, &mut args);
-    args.first().is_some_and(|a| {
-        let name = &head[a.start..a.end];
-        a.declared == name.len()
-            && (name.eq_ignore_ascii_case(b"AUTH") || name.eq_ignore_ascii_case(b"HELLO"))
-    })
+    // `*<n>\r\n$<len>\r\n<name>`: both names are 4 or 5 bytes long.
+    let Some(rest) = raw.strip_prefix(b"*") else {
+        return false;
+    };
+    let Some(at) = memchr::memchr(b'\n', rest) else {
+        return false;
+    };
+    let rest = &rest[at + 1..];
+    let len = match rest {
+        [b'$', b'4', b'\r', b'\n', ..] => 4,
+        [b'$', b'5', b'\r', b'\n', ..] => 5,
+        _ => return false,
+    };
+    let Some(name) = rest.get(4..4 + len) else {
+        return false;
+    };
+    name.eq_ignore_ascii_case(b"AUTH") || name.eq_ignore_ascii_case(b"HELLO")
 }
 
 /// The index of the password among a command's arguments (name first).
