@@ -209,6 +209,11 @@ impl ShardAudit {
             return;
         }
         while !self.unspill() {
+            if self.refusing() {
+                // The drain takes nothing while the trail is down under
+                // fail_closed: sessions go on, to refuse their commands.
+                return;
+            }
             self.shared.wake_drain();
             monoio::time::sleep(WAIT_POLL).await;
         }

@@ -978,12 +978,14 @@ async fn forward_whole(
     };
     let class = classify(s, frame, &head);
     if let Some(a) = &s.audit {
-        let decision = match class {
-            Class::Refused(_) => Decision::Block,
-            _ => Decision::Allow,
-        };
-        // AUTH and HELLO passwords are replaced before the record is built.
-        a.redis_command(frame, decision, None);
+        // A command refused because the trail is down is not recorded (it
+        // could not be); it does not run either.
+        match class {
+            Class::Refused(AUDIT_UNAVAILABLE) => {}
+            Class::Refused(_) => a.redis_command(frame, Decision::Block, None),
+            // AUTH and HELLO passwords are replaced before the record is built.
+            _ => a.redis_command(frame, Decision::Allow, None),
+        }
     }
     let args = head.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
     let write = |bytes: Vec<u8>, entries: &[Entry]| {
@@ -1358,7 +1360,9 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                 target.latency.record_us(us);
                 if let Some(a) = &s.audit {
                     match entry.expect {
-                        Expect::InternalAuth | Expect::Terminal => a.reply_discard(),
+                        Expect::InternalAuth
+                        | Expect::Terminal
+                        | Expect::Replace(AUDIT_UNAVAILABLE) => a.reply_discard(),
                         Expect::Replace(reply) if skip => a.redis_reply(false, us, Some(reply)),
                         _ => a.redis_reply(error, us, None),
                     }
