@@ -71,7 +71,9 @@
 #   BENCH_CHURN_CLIENTS [4]     clients of the connection-churn test (0 skips it)
 #   BENCH_CHURN_MODE [simple]   its query protocol
 #   BENCH_TLS [1]               clients use TLS to every endpoint (0: plain text)
-#   BENCH_ENDPOINTS ["postgres custos pgbouncer haproxy"]; `pgbouncer-tx`
+#   BENCH_ENDPOINTS ["postgres custos pgbouncer haproxy"]; `custos-audit` and
+#                               `custos-sync` are custos with an [audit] trail
+#                               (durability async, sync); `pgbouncer-tx`
 #                               adds a second PgBouncer with
 #                               pool_mode = transaction (it skips -M prepared,
 #                               which PgBouncer before 1.21 cannot carry in
@@ -126,10 +128,10 @@ need=(python3 "$PG_BIN/initdb" "$PG_BIN/postgres" "$PG_BIN/pgbench" "$PG_BIN/psq
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     postgres) ;;
-    custos) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    custos|custos-audit|custos-sync) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
     pgbouncer|pgbouncer-tx) need+=(pgbouncer) ;;
     haproxy) need+=(haproxy) ;;
-    *) echo "unknown endpoint '$ep' (postgres, custos, pgbouncer, pgbouncer-tx, haproxy)" >&2; exit 2 ;;
+    *) echo "unknown endpoint '$ep' (postgres, custos, custos-audit, custos-sync, pgbouncer, pgbouncer-tx, haproxy)" >&2; exit 2 ;;
   esac
 done
 for mode in $MODES $CHURN_MODE; do
@@ -233,9 +235,10 @@ INI
 }
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
-    custos)
+    custos|custos-audit|custos-sync)
       build_custos
       port=$(free_port); admin=$(free_port)
+      mkdir -p "$work/$ep"
       if [ "$TLS" = 1 ]; then
         client_tls="tls_cert = \"$work/tls/cert.pem\""$'\n'"tls_key = \"$work/tls/key.pem\""
         client_tls+=$'\n''upstream_tls = "disable"'
@@ -246,12 +249,13 @@ for ep in "${ENDPOINTS[@]}"; do
         custos_server_toml "$admin"
         echo "shutdown_grace_ms = 1000"
         [ -z "$CUSTOS_SERVER_EXTRA" ] || printf '%s\n' "$CUSTOS_SERVER_EXTRA"
+        custos_audit_toml "$ep" "$work/$ep"
         custos_target_toml bench postgres "$port" "$upstream_port" bench "$work/bench-password" none
         echo 'upstream_database = "bench"'
         printf '%s\n' "$client_tls"
-      } > "$work/custos.toml"
-      "$custos_bin" run --config "$work/custos.toml" 2>"$work/custos.log" &
-      track custos "$port"
+      } > "$work/$ep.toml"
+      "$custos_bin" run --config "$work/$ep.toml" 2>"$work/$ep.log" &
+      track "$ep" "$port"
       ;;
     pgbouncer|pgbouncer-tx)
       if [ ! -e "$work/pgbouncer-users.txt" ]; then
@@ -350,7 +354,7 @@ reference=pgbouncer
   fi
   for ep in "${ENDPOINTS[@]}"; do
     case "$ep" in
-      custos)
+      custos|custos-audit|custos-sync)
         extra=
         [ -z "$CUSTOS_SERVER_EXTRA" ] || extra=", ${CUSTOS_SERVER_EXTRA//$'\n'/, }"
         echo "custos: $("$custos_bin" --version), workers = $CUSTOS_WORKERS$extra; $(custos_built)" ;;

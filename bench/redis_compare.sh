@@ -40,6 +40,8 @@
 #   BENCH_ENDPOINTS ["redis custos twemproxy haproxy"]; custos_NAME adds an
 #                               endpoint running custos with bench/configs/NAME.toml
 #                               (e.g. custos_mask: every detector on)
+#                               custos-audit and custos-sync: custos with an
+#                               [audit] trail, durability async and sync
 #   CUSTOS_WORKERS [1]          custos shards. One by default: on this 2-core
 #                               machine the store and redis-benchmark need the
 #                               other core, and twemproxy is one thread too.
@@ -73,10 +75,10 @@ need=(redis-server redis-cli redis-benchmark python3)
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     redis) ;;
-    custos|custos_*) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    custos|custos_*|custos-audit|custos-sync) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
     twemproxy) need+=(nutcracker) ;;
     haproxy) need+=(haproxy) ;;
-    *) echo "unknown endpoint '$ep' (redis, custos, custos_<config>, twemproxy, haproxy)" >&2; exit 2 ;;
+    *) echo "unknown endpoint '$ep' (redis, custos, custos_<config>, custos-audit, custos-sync, twemproxy, haproxy)" >&2; exit 2 ;;
   esac
 done
 require_tools "(Debian: apt-get install redis-server redis-tools nutcracker haproxy python3;\
@@ -109,17 +111,19 @@ redis_wait_ping "$upstream_port" "$pass_default"
 # ---- the endpoints ----
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
-    custos|custos_*)
+    custos|custos_*|custos-audit|custos-sync)
       # custos_NAME: the same appliance with bench/configs/NAME.toml added
       # (policy, masking, audit), to measure what a feature costs.
       build_custos
       printf '%s' "$pass_custos" > "$work/custos-secret"
       port=$(free_port); admin=$(free_port)
       extra=/dev/null
-      [ "$ep" = custos ] || extra="$here/configs/${ep#custos_}.toml"
+      case "$ep" in custos_*) extra="$here/configs/${ep#custos_}.toml" ;; esac
       [ -f "$extra" ] || [ "$extra" = /dev/null ] || { echo "no $extra for endpoint $ep" >&2; exit 2; }
+      mkdir -p "$work/$ep"
       {
         custos_server_toml "$admin"
+        custos_audit_toml "$ep" "$work/$ep"
         custos_target_toml cache redis "$port" "$upstream_port" custos "$work/custos-secret" none
         sed "s|@WORK@|$work|g" "$extra"
       } > "$work/$ep.toml"

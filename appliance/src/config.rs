@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::audit::config::{AuditConfig, RawAudit};
 use crate::identity::config::{IdentityConfig, RawIdentity};
 use crate::secret::Secret;
 use crate::tls::UpstreamTls;
@@ -78,7 +79,7 @@ struct RawConfig {
     // here so that an operator who writes them gets a precise refusal
     // instead of a silently ignored policy.
     identity: Option<Spanned<RawIdentity>>,
-    audit: Option<Spanned<toml::Value>>,
+    audit: Option<Spanned<RawAudit>>,
     rule: Option<Spanned<toml::Value>>,
     #[serde(default)]
     mask: Vec<Spanned<crate::mask::config::RawMask>>,
@@ -200,6 +201,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// The `[[mask]]` rules, compiled.
     pub masks: std::sync::Arc<crate::mask::Masks>,
+    /// The audit trail (`[audit]`); `None` keeps none.
+    pub audit: Option<AuditConfig>,
 }
 
 /// Process-wide settings (`[server]`).
@@ -292,7 +295,7 @@ impl Config {
             .map_err(|e| ConfigError::plain(path, format_args!("{}", e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
 
-        for (key, value) in [("audit", &raw.audit), ("rule", &raw.rule)] {
+        for (key, value) in [("rule", &raw.rule)] {
             if let Some(v) = value {
                 return Err(ConfigError::at(
                     path,
@@ -361,6 +364,15 @@ impl Config {
             )?),
             None => None,
         };
+        let audit = match &raw.audit {
+            Some(a) => Some(crate::audit::config::validate(
+                path,
+                src,
+                base,
+                a.get_ref(),
+            )?),
+            None => None,
+        };
         let mut targets: Vec<Target> = Vec::with_capacity(raw.target.len());
         for t in &raw.target {
             let span = t.span();
@@ -398,6 +410,7 @@ impl Config {
             targets,
             identity,
             masks: std::sync::Arc::new(crate::mask::Masks::new(masks)),
+            audit,
         })
     }
 }
@@ -961,6 +974,43 @@ auth = "none"
                 "{mask}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn audit_section_is_read_and_checked() {
+        let src = format!(
+            "{MINIMAL}\n[audit]\ndir = \"audit\"\nsigning_key = \"audit.key\"\ndurability = \"sync\"\n\
+             on_failure = \"fail_open\"\nrecord_reply_bytes = 0\nappliance_id = \"gw-1\"\n"
+        );
+        let c = Config::parse(Path::new("/etc/custos/custos.toml"), &src).unwrap();
+        let a = c.audit.unwrap();
+        assert_eq!(a.dir, Path::new("/etc/custos/audit"));
+        assert_eq!(a.signing_key, Path::new("/etc/custos/audit.key"));
+        assert_eq!(a.durability, crate::audit::Durability::Sync);
+        assert_eq!(a.on_failure, crate::audit::OnFailure::FailOpen);
+        assert_eq!((a.record_reply_bytes, a.appliance_id.as_str()), (0, "gw-1"));
+        assert_eq!(a.retention_days, 400);
+        for (extra, want) in [
+            ("ring_bytes = 10", "line 16: `audit.ring_bytes`"),
+            (
+                "segment_bytes_max = 1",
+                "line 16: `audit.segment_bytes_max`",
+            ),
+            (
+                "record_reply_bytes = 1000000",
+                "line 16: `audit.record_reply_bytes`",
+            ),
+            ("durability = \"maybe\"", "durability"),
+            ("colour = 1", "colour"),
+        ] {
+            let src = format!("{MINIMAL}\n[audit]\ndir = \"a\"\nsigning_key = \"k\"\n{extra}\n");
+            let e = parse(&src).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let e = parse(&format!("{MINIMAL}\n[audit]\ndir = \"a\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signing_key"), "{e}");
     }
 
     #[test]

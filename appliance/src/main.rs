@@ -38,6 +38,213 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Read, check and export the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Where the trail is: `--dir`, or the `[audit]` section of `--config`.
+#[derive(clap::Args)]
+struct TrailArgs {
+    /// The audit folder (`audit.dir`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Configuration file whose `[audit]` names the folder (and the key).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl TrailArgs {
+    fn dir(&self) -> Result<PathBuf, String> {
+        match (&self.dir, &self.config) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, Some(c)) => Ok(audit_config(c)?.dir),
+            (None, None) => Err("--dir (or --config) is required".into()),
+        }
+    }
+}
+
+fn audit_config(path: &std::path::Path) -> Result<custos::audit::AuditConfig, String> {
+    Config::load(path)
+        .map_err(|e| e.to_string())?
+        .audit
+        .ok_or_else(|| format!("{}: no [audit] section", path.display()))
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check CRCs, chains, sequence gaps and checkpoint signatures; exit 1
+    /// at the first problem, naming the file and the offset.
+    Verify {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// The public key auditors were given (`custos audit pubkey`).
+        #[arg(long, conflicts_with = "key")]
+        pubkey: Option<PathBuf>,
+        /// The signing key itself (its public half is used).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Print one session as a transcript.
+    Replay {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// Session id, as `search` prints it.
+        session: String,
+        /// Keep printing as records arrive, until the session ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print matching records as JSON lines.
+    Search {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// Subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// One of the subject's groups.
+        #[arg(long)]
+        group: Option<String>,
+        /// Target name.
+        #[arg(long)]
+        target: Option<String>,
+        /// Session id.
+        #[arg(long)]
+        session: Option<String>,
+        /// Record kind (command, reply, auth_fail, session_start, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// allow, block or approve.
+        #[arg(long)]
+        decision: Option<String>,
+        /// From (RFC 3339, a date, or Unix seconds), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (RFC 3339, a date, or Unix seconds), exclusive.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Write every record to standard output for a SIEM.
+    Export {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// json, ocsf or cef.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Print the public key of the audit signing key, for auditors.
+    Pubkey {
+        /// The signing key (PKCS#8 PEM).
+        #[arg(long, conflicts_with = "config")]
+        key: Option<PathBuf>,
+        /// Configuration file whose `[audit] signing_key` to read.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn audit_command(cmd: AuditCommand) -> Result<(), String> {
+    use custos::audit::{export, replay, search, sign, verify};
+    let stdout = std::io::stdout();
+    match cmd {
+        AuditCommand::Verify { trail, pubkey, key } => {
+            let dir = trail.dir()?;
+            let pinned = match (pubkey, key, &trail.config) {
+                (Some(p), _, _) => Some(sign::parse_public(
+                    &std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+                )?),
+                (None, Some(k), _) => Some(sign::SigningKey::load(&k)?.public()),
+                (None, None, Some(c)) => {
+                    Some(sign::SigningKey::load(&audit_config(c)?.signing_key)?.public())
+                }
+                (None, None, None) => None,
+            };
+            match verify::verify(&dir, pinned) {
+                Ok(r) => {
+                    println!(
+                        "ok: {} chains, {} segments, {} records, {} checkpoints; signed by {}{}",
+                        r.chains,
+                        r.segments,
+                        r.records,
+                        r.checkpoints,
+                        r.key.as_deref().unwrap_or("(no checkpoint)"),
+                        if r.pinned {
+                            ""
+                        } else {
+                            " (the key found in the trail; pass --pubkey to check it is the appliance's)"
+                        }
+                    );
+                    if r.unsigned_tail > 0 {
+                        println!(
+                            "note: {} records follow the last checkpoint of their chain and are not signed yet",
+                            r.unsigned_tail
+                        );
+                    }
+                    Ok(())
+                }
+                Err(p) => Err(format!("verify: {p}")),
+            }
+        }
+        AuditCommand::Replay {
+            trail,
+            session,
+            follow,
+        } => {
+            let id = search::parse_session(&session)?;
+            replay::replay(&trail.dir()?, id, follow, &mut stdout.lock()).map(drop)
+        }
+        AuditCommand::Search {
+            trail,
+            subject,
+            group,
+            target,
+            session,
+            kind,
+            decision,
+            since,
+            until,
+        } => {
+            let filter = search::Filter {
+                subject,
+                group,
+                target,
+                session: session.as_deref().map(search::parse_session).transpose()?,
+                kind: kind
+                    .as_deref()
+                    .map(|k| {
+                        custos::audit::Kind::from_name(k)
+                            .ok_or_else(|| format!("unknown kind {k:?}"))
+                    })
+                    .transpose()?,
+                decision: decision
+                    .as_deref()
+                    .map(|d| {
+                        custos::audit::Decision::from_name(d).ok_or_else(|| {
+                            format!("unknown decision {d:?}: allow, block or approve")
+                        })
+                    })
+                    .transpose()?,
+                since_ns: since.as_deref().map(search::parse_time).transpose()?,
+                until_ns: until.as_deref().map(search::parse_time).transpose()?,
+            };
+            search::search(&trail.dir()?, &filter, &mut stdout.lock()).map(drop)
+        }
+        AuditCommand::Export { trail, format } => {
+            let format = export::Format::parse(&format)?;
+            export::export(&trail.dir()?, format, &mut stdout.lock()).map(drop)
+        }
+        AuditCommand::Pubkey { key, config } => {
+            let path = match (key, config) {
+                (Some(k), _) => k,
+                (None, Some(c)) => audit_config(&c)?.signing_key,
+                (None, None) => return Err("--key (or --config) is required".into()),
+            };
+            println!("{}", sign::SigningKey::load(&path)?.public_text());
+            Ok(())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -176,6 +383,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Token { command } => match token_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Audit { command } => match audit_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

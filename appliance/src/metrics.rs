@@ -169,20 +169,120 @@ impl TargetMetrics {
     }
 }
 
+/// A value that one thread sets and any thread reads.
+#[derive(Default, Debug)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    /// The current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The audit trail's figures. The drain thread is the only writer of all
+/// but `ring_full`, which each shard writes for itself.
+#[derive(Debug, Default)]
+pub struct AuditMetrics {
+    /// Records written to segments.
+    pub records: Counter,
+    /// Failed writes and fsyncs.
+    pub write_errors: Counter,
+    /// Records dropped under `on_failure = "fail_open"`.
+    pub unrecorded: Counter,
+    /// 1 while the trail cannot be written.
+    pub failed: Gauge,
+    /// Per shard: records that found the ring full (and waited).
+    ring_full: Vec<Counter>,
+}
+
+impl AuditMetrics {
+    /// Figures for `shards` shards.
+    pub fn new(shards: usize) -> AuditMetrics {
+        AuditMetrics {
+            ring_full: (0..shards).map(|_| Counter::default()).collect(),
+            ..AuditMetrics::default()
+        }
+    }
+
+    /// Counts one record that found shard `shard`'s ring full. Only that
+    /// shard may call this.
+    #[inline]
+    pub fn ring_full(&self, shard: usize) {
+        if let Some(c) = self.ring_full.get(shard) {
+            c.add(1);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let ring_full: u64 = self.ring_full.iter().map(Counter::get).sum();
+        for (name, kind, help, v) in [
+            (
+                "custos_audit_records_total",
+                "counter",
+                "Audit records written to segments.",
+                self.records.get(),
+            ),
+            (
+                "custos_audit_ring_full_total",
+                "counter",
+                "Audit records that found their shard's ring full (the shard waited).",
+                ring_full,
+            ),
+            (
+                "custos_audit_write_errors_total",
+                "counter",
+                "Failed writes or fsyncs of the audit trail.",
+                self.write_errors.get(),
+            ),
+            (
+                "custos_audit_unrecorded_total",
+                "counter",
+                "Audit records dropped because the trail could not be written (fail_open).",
+                self.unrecorded.get(),
+            ),
+            (
+                "custos_audit_failed",
+                "gauge",
+                "1 while the audit trail cannot be written.",
+                self.failed.get(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+}
+
 /// Every shard's metrics, indexed `[shard][target]`.
 #[derive(Debug)]
 pub struct Metrics {
     targets: Vec<String>,
     shards: Vec<Vec<TargetMetrics>>,
+    /// The audit trail's figures.
+    pub audit: std::sync::Arc<AuditMetrics>,
 }
 
 impl Metrics {
     /// Metrics for `shards` shards fronting `targets`.
     pub fn new(shards: usize, targets: Vec<String>) -> Metrics {
-        let shards = (0..shards)
+        let shards: Vec<Vec<TargetMetrics>> = (0..shards)
             .map(|_| targets.iter().map(|_| TargetMetrics::default()).collect())
             .collect();
-        Metrics { targets, shards }
+        Metrics {
+            targets,
+            audit: std::sync::Arc::new(AuditMetrics::new(shards.len())),
+            shards,
+        }
     }
 
     /// Shard `shard`'s metrics for target index `target`.
@@ -294,6 +394,7 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{target=\"{tname}\"}} {sum_s}");
             let _ = writeln!(out, "{name}_count{{target=\"{tname}\"}} {n}");
         }
+        self.audit.render(&mut out);
         out
     }
 }

@@ -205,6 +205,25 @@ log_format = "text"
 TOML
 }
 
+# custos_audit_toml ENDPOINT DIR: the [audit] section of a custos endpoint:
+# nothing for `custos`, an async trail in DIR for `custos-audit`, a sync one
+# for `custos-sync` (the key is created in DIR on first start).
+custos_audit_toml() {
+  local durability
+  case "$1" in
+    custos-audit) durability=async ;;
+    custos-sync) durability=sync ;;
+    *) return 0 ;;
+  esac
+  cat <<TOML
+
+[audit]
+dir = "$2/trail"
+signing_key = "$2/audit.key"
+durability = "$durability"
+TOML
+}
+
 # custos_target_toml NAME PROTOCOL PORT UPSTREAM_PORT UPSTREAM_USER
 # PASSWORD_FILE AUTH: a [[target]] of custos listening on 127.0.0.1:PORT
 # for the store on 127.0.0.1:UPSTREAM_PORT, logging in there as

@@ -308,6 +308,17 @@ impl CustosConfig {
         self
     }
 
+    /// Adds an `[audit]` section keeping the trail in `dir`, signed with
+    /// the key at `key` (created by the appliance when missing), with
+    /// `extra` raw lines.
+    pub fn audit(self, dir: &Path, key: &Path, extra: &str) -> Self {
+        self.section(&format!(
+            "\n[audit]\ndir = {:?}\nsigning_key = {:?}\nappliance_id = \"test\"\n{extra}\n",
+            dir.display().to_string(),
+            key.display().to_string()
+        ))
+    }
+
     /// Adds a target.
     pub fn add_target(mut self, target: TargetConfig) -> Self {
         self.targets.push(target);
@@ -603,6 +614,13 @@ impl Custos {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| d.count())
             .expect("/proc/PID/fd of custos")
+    }
+
+    /// Runs `custos audit <args>`.
+    pub fn audit_cli(args: &[&str]) -> ToolOutput {
+        let mut cmd = Command::new(custos_binary());
+        cmd.arg("audit").args(args);
+        run_tool(&mut cmd, None, Duration::from_secs(120))
     }
 
     /// Runs `custos check-config --config path` in `cwd`.

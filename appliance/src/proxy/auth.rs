@@ -8,8 +8,9 @@
 //! control plane rate-limits those fetches, and a key that is still unknown
 //! afterwards fails closed.
 //!
-//! Every outcome is logged as an `auth_ok` or `auth_fail` event with the
-//! client address and the reason; never with the token.
+//! Every outcome is logged, and recorded in the audit trail, as an
+//! `auth_ok` or `auth_fail` event with the client address and the reason;
+//! never with the token.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,7 @@ pub async fn verify_token(
     token: &[u8],
 ) -> Result<Identity, Reject> {
     let result = verify_inner(shard, token).await;
+    crate::audit::session::auth_event(shard, target, peer, &result);
     match &result {
         Ok(id) => info!(
             event = "auth_ok",

@@ -128,6 +128,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         verifier,
     });
 
+    // The trail opens before any client can connect: a command must never
+    // run on an appliance that cannot record it.
+    let (audit_ends, audit_drain) = match &config.audit {
+        Some(a) => {
+            let masker = Arc::new(crate::audit::default_masker());
+            let (_, ends, drain) = crate::audit::start(
+                a.clone(),
+                shared.shards,
+                shared.metrics.audit.clone(),
+                masker,
+            )
+            .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+            info!(dir = %a.dir.display(), durability = ?a.durability, public_key = %drain.public_key(), "audit trail open");
+            (ends.into_iter().map(Some).collect::<Vec<_>>(), Some(drain))
+        }
+        None => ((0..shared.shards).map(|_| None).collect(), None),
+    };
+    let mut audit_ends = audit_ends.into_iter();
+
     let (tx, rx) = mpsc::channel::<Event>();
 
     // Control plane first: signal handlers are installed before any client
@@ -163,11 +182,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         let shared = shared.clone();
         let tx = tx.clone();
+        let audit = audit_ends.next().flatten();
         let handle = std::thread::Builder::new()
             .name(format!("custos-shard-{id}"))
             .spawn(move || {
                 let started = tx.clone();
-                shard::run(id, core, shared, move |r| {
+                shard::run(id, core, shared, audit, move |r| {
                     let _ = started.send(Event::ShardStarted(id, r));
                 });
                 let _ = tx.send(Event::ShardExited(id));
@@ -252,6 +272,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     for t in shard_threads {
         let _ = t.join();
+    }
+    // Every shard has stopped: the drain takes what is left in the rings,
+    // signs a last checkpoint and fsyncs.
+    if let Some(d) = audit_drain {
+        d.stop();
     }
     let _ = stop_control_tx.send(());
     let _ = control.join();

@@ -70,6 +70,8 @@ pub struct ShardCtx {
     pub shared_upstreams: Vec<Rc<SharedUpstream>>,
     /// Tokens this shard verified, until they expire.
     pub token_cache: crate::identity::cache::TokenCache,
+    /// This shard's end of the audit trail; `None` without `[audit]`.
+    pub audit: Option<Rc<crate::audit::ShardAudit>>,
 }
 
 /// Runs shard `id` on the current thread until the process stops. `started`
@@ -78,6 +80,7 @@ pub fn run(
     id: usize,
     core: Option<core_affinity::CoreId>,
     shared: Arc<Shared>,
+    audit: Option<crate::audit::ShardAudit>,
     started: impl FnOnce(Result<(), String>),
 ) {
     if let Some(core) = core
@@ -96,14 +99,14 @@ pub fn run(
             .enable_timer()
             .build()
         {
-            Ok(mut rt) => rt.block_on(shard_main(id, shared, started)),
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, audit, started)),
             Err(e) => started(Err(format!("cannot build the io_uring runtime: {e}"))),
         },
         Driver::Epoll => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
         {
-            Ok(mut rt) => rt.block_on(shard_main(id, shared, started)),
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, audit, started)),
             Err(e) => started(Err(format!("cannot build the epoll runtime: {e}"))),
         },
     }
@@ -134,7 +137,12 @@ pub fn uring_usable() -> Result<(), String> {
         .map_err(|e| format!("cannot set up a ring: {e}"))
 }
 
-async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<(), String>)) {
+async fn shard_main(
+    id: usize,
+    shared: Arc<Shared>,
+    audit: Option<crate::audit::ShardAudit>,
+    started: impl FnOnce(Result<(), String>),
+) {
     let config = shared.config.clone();
     let mut listeners = Vec::with_capacity(config.targets.len());
     for target in &config.targets {
@@ -174,6 +182,7 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
     let ctx = Rc::new(ShardCtx {
         id,
         token_cache: crate::identity::cache::TokenCache::new(TOKEN_CACHE_ENTRIES),
+        audit: audit.map(Rc::new),
         registry: Rc::new(Registry::default()),
         shared: shared.clone(),
         shared_upstreams: targets
@@ -236,6 +245,15 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
     }
     for t in &targets {
         t.latency.flush(t.metrics());
+    }
+    // Records that waited for room in the ring go in before the shard
+    // exits; the drain is still running and empties the ring.
+    if let Some(a) = &ctx.audit
+        && monoio::time::timeout(ABORT_UNWIND, a.ready())
+            .await
+            .is_err()
+    {
+        warn!(shard = id, "audit trail not accepting records at shutdown");
     }
     info!(
         shard = id,

@@ -51,4 +51,6 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// `admin_shutdown`: the appliance is stopping.
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// `io_error`: the audit trail cannot be written (`fail_closed`).
+    pub const AUDIT_UNAVAILABLE: &str = "58030";
 }

@@ -27,6 +27,7 @@ use super::cancel;
 use super::sqlstate;
 use super::startup::{self, ClientStart};
 use super::upstream;
+use crate::audit::SessionAudit;
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::mask::postgres::{self as pgmask, ColumnIndex, Seen, Tracker};
@@ -65,6 +66,8 @@ enum End {
     Aborted,
     /// The client's token ran out.
     Expired,
+    /// `[audit] on_failure = "fail_closed"` and the trail cannot be written.
+    AuditUnavailable,
 }
 
 /// State both loops of a session share (one thread, one task: cells).
@@ -97,6 +100,8 @@ struct Session {
     /// Follows both directions to know the shape of each row (masked
     /// sessions only).
     tracker: RefCell<Tracker>,
+    /// The session's part of the audit trail.
+    audit: Option<SessionAudit>,
 }
 
 impl Session {
@@ -193,6 +198,7 @@ async fn run(
         }
     };
     let expiry = session_expiry(shard, &identity);
+    let audit = SessionAudit::start(shard, target, peer, &identity);
     debug!(
         shard = shard.id,
         target = %target.target.name,
@@ -211,6 +217,9 @@ async fn run(
         Ok(up) => up,
         Err(e) => {
             warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
+            if let Some(a) = &audit {
+                a.end("upstream unavailable");
+            }
             let m = target.metrics();
             match e {
                 UpstreamError::Refused { error, .. } => {
@@ -318,6 +327,7 @@ async fn run(
         mask,
         columns,
         tracker: RefCell::new(Tracker::default()),
+        audit,
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -327,6 +337,9 @@ async fn run(
     drop((key, uread));
     let end = s.end.get();
     debug!(shard = shard.id, target = %target.target.name, %peer, ?end, "session end");
+    if let Some(a) = &s.audit {
+        a.end(end_reason(end));
+    }
     last_words(&s, end, cread, cwrite, uwrite).await;
 }
 
@@ -355,6 +368,10 @@ async fn last_words(
             sqlstate::ADMIN_SHUTDOWN,
             "custos: terminating connection because the token expired".to_owned(),
         ),
+        Some(End::AuditUnavailable) => (
+            sqlstate::AUDIT_UNAVAILABLE,
+            "custos: audit trail unavailable".to_owned(),
+        ),
         Some(End::UpstreamLost) if s.store_said_fatal.get() => {
             stream::lingering_close(cread, cwrite).await;
             return;
@@ -381,6 +398,20 @@ async fn last_words(
         drop((cread, cwrite));
     } else {
         stream::lingering_close(cread, cwrite).await;
+    }
+}
+
+/// How a session's end is named in the audit trail.
+fn end_reason(end: Option<End>) -> &'static str {
+    match end {
+        None | Some(End::ClientGone) => "client closed",
+        Some(End::Terminated) => "terminate",
+        Some(End::UpstreamLost) => "upstream lost",
+        Some(End::ProtocolError) => "client protocol error",
+        Some(End::Drained) => "appliance stopping",
+        Some(End::Aborted) => "aborted at shutdown",
+        Some(End::Expired) => "token expired",
+        Some(End::AuditUnavailable) => "audit trail unavailable",
     }
 }
 
@@ -492,6 +523,10 @@ async fn client_side(
             expire(s).await;
             break;
         }
+        if let Some(a) = &s.audit {
+            // A full audit ring holds new statements back.
+            a.ready().await;
+        }
         if unprocessed {
             unprocessed = false;
         } else {
@@ -517,6 +552,7 @@ async fn client_side(
         let mut pos = 0;
         let mut terminate = false;
         let mut bad: Option<String> = None;
+        let mut unrecordable = false;
         let now = Instant::now();
         // The batch as sent, when the appliance adds messages to it.
         let mut injected: Option<Vec<u8>> = None;
@@ -537,6 +573,20 @@ async fn client_side(
                     char::from(h.tag)
                 ));
                 break;
+            }
+            if let Some(a) = &s.audit {
+                if a.refusing()
+                    && matches!(
+                        h.tag,
+                        tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
+                    )
+                {
+                    // What came before is forwarded and answered; this and
+                    // everything after it is refused with the session.
+                    unrecordable = true;
+                    break;
+                }
+                a.pg_frontend(&data[pos..pos + h.len.min(data.len() - pos)], whole, now);
             }
             match h.tag {
                 tag::QUERY | tag::FUNCTION_CALL => {
@@ -598,6 +648,11 @@ async fn client_side(
             // store would have answered it before reading further.
             wait_for_replies(s).await;
             protocol_error(s, &why);
+            break;
+        }
+        if unrecordable {
+            wait_for_replies(s).await;
+            s.finish(End::AuditUnavailable);
             break;
         }
         if s.syncs.borrow().len() >= pending_max && !wait_for_space(s, pending_max).await {
@@ -670,6 +725,12 @@ async fn password_phase(
                 .metrics()
                 .error(crate::metrics::ErrorKind::AuthFailed);
             warn!(event = "auth_fail", target = %target.target.name, %peer, reason = "token too large", "token refused");
+            crate::audit::session::auth_event(
+                shard,
+                target,
+                peer,
+                &Err(crate::identity::Reject::TooLarge),
+            );
             return Err((sqlstate::INVALID_PASSWORD, Some(why)));
         }
         Ok(Err(why)) => return Err((sqlstate::PROTOCOL_VIOLATION, why)),
@@ -816,7 +877,10 @@ async fn upstream_side(
                     broken = true;
                     break;
                 }
-                Next::Streamed(_) => {
+                Next::Streamed(h) => {
+                    if let Some(a) = &s.audit {
+                        a.pg_backend_streamed(h.tag);
+                    }
                     pos = data.len();
                     break;
                 }
@@ -828,6 +892,9 @@ async fn upstream_side(
                 }
             };
             let msg = &data[pos..pos + h.len];
+            if let Some(a) = &s.audit {
+                a.pg_backend(msg);
+            }
             match h.tag {
                 tag::READY_FOR_QUERY => {
                     if let Ok(backend::Message::ReadyForQuery { status }) = backend::parse(msg) {
@@ -891,6 +958,10 @@ async fn upstream_side(
         s.store_mid_message.set(framing.streaming());
 
         if pos > 0 {
+            if let Some(a) = &s.audit {
+                // durability = "sync": replies wait for their records.
+                a.durable().await;
+            }
             let res = if fwd == 0 {
                 let v = buf.take();
                 let (res, v) = cwrite.write_range(v, 0, pos).await;

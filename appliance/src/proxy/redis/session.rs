@@ -22,6 +22,7 @@ use super::commands::{self, Class, FirstWord, PubsubWord};
 use super::pending::{Entry, Expect, Pending, Subscriptions};
 use super::shared::{self, Inbox, SharedUpstream};
 use super::upstream::{self, UpstreamError};
+use crate::audit::{Decision, SessionAudit};
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::mask::redis::{Plan, mask_reply, plan_for_command};
@@ -53,6 +54,9 @@ const UPSTREAM_REFUSED: &[u8] =
     b"-ERR custos: upstream unavailable (upstream refused the appliance's credential)\r\n";
 /// The last reply of a session whose token ran out.
 const TOKEN_EXPIRED: &[u8] = b"-ERR custos: token expired; authenticate on a new connection\r\n";
+/// The reply to every command while `[audit] on_failure = "fail_closed"`
+/// and the trail cannot be written.
+const AUDIT_UNAVAILABLE: &[u8] = b"-ERR custos: audit trail unavailable\r\n";
 /// How long a session whose store is down waits for the client's first
 /// command, to answer it with the error.
 const FIRST_COMMAND_WAIT: Duration = Duration::from_secs(10);
@@ -103,6 +107,8 @@ struct Session {
     /// Wakes the client side when the FIFO has room again.
     space: LocalNotify,
     client_waits_for_space: Cell<bool>,
+    /// The session's part of the audit trail.
+    audit: Option<SessionAudit>,
 }
 
 impl Session {
@@ -180,6 +186,7 @@ pub async fn serve(
         .config
         .masks
         .for_session(&target.target.name, &identity);
+    let audit = SessionAudit::start(&shard, &target, peer, &identity);
 
     // Shared store connections carry replies for many sessions; a session
     // whose replies are masked reads its own.
@@ -195,6 +202,7 @@ pub async fn serve(
             cr,
             cw,
             pre,
+            audit.as_ref(),
         )
         .await
         {
@@ -228,9 +236,13 @@ pub async fn serve(
                 terminal_end: Cell::new(End::ProtocolError),
                 space: LocalNotify::default(),
                 client_waits_for_space: Cell::new(false),
+                audit,
             };
             proxy(&s, cr, cw, up, leftover).await;
             debug!(shard = shard.id, target = %target.target.name, %peer, end = ?s.end.get(), "session end");
+            if let Some(a) = &s.audit {
+                a.end(end_reason(s.end.get()));
+            }
         }
         Err(e) => {
             let reply = match &e {
@@ -247,6 +259,9 @@ pub async fn serve(
                 }
             };
             warn!(target = %target.target.name, %peer, error = %e, "cannot open the store for a session");
+            if let Some(a) = &audit {
+                a.end("upstream unavailable");
+            }
             answer_first_command(cr, cw, leftover, reply).await;
         }
     }
@@ -333,6 +348,7 @@ async fn shared_phase(
     cr: ClientRead,
     cw: ClientWrite,
     buf: ConnBuf,
+    audit: Option<&SessionAudit>,
 ) -> Option<(ClientRead, ClientWrite, ConnBuf)> {
     let inbox = Rc::new(Inbox::default());
     let end: Cell<Option<SharedEnd>> = Cell::new(None);
@@ -355,14 +371,18 @@ async fn shared_phase(
         expiry,
         cr,
         buf,
+        audit,
     );
-    let writer = shared_writer(target, control, &inbox, &end, &settle, cw);
+    let writer = shared_writer(target, control, &inbox, &end, &settle, cw, audit);
     let ((cr, buf), cw) = monoio::join!(reader, writer);
     match end.get() {
         Some(SharedEnd::Dedicated) => Some((cr, cw, buf)),
         Some(SharedEnd::Closed(e)) => {
             inbox.gone.set(true);
             debug!(target = %target.target.name, %peer, end = ?e, "session end (shared)");
+            if let Some(a) = audit {
+                a.end(end_reason(Some(e)));
+            }
             if !matches!(e, End::ClientGone | End::Aborted) {
                 lingering_close(cr, cw).await;
             }
@@ -385,6 +405,7 @@ async fn shared_reader(
     expiry: Option<Expiry>,
     mut cr: ClientRead,
     mut buf: ConnBuf,
+    audit: Option<&SessionAudit>,
 ) -> (ClientRead, ConnBuf) {
     let m = target.metrics();
     let limits = Limits::request();
@@ -412,6 +433,15 @@ async fn shared_reader(
             inbox.wake.notify();
             stop.notified().await;
             continue;
+        }
+        if let Some(a) = audit {
+            // A full audit ring holds new commands back.
+            a.ready().await;
+            if a.refusing() {
+                // Refusals are written on a connection of its own.
+                settle(SharedEnd::Dedicated);
+                break;
+            }
         }
         if unprocessed {
             unprocessed = false;
@@ -503,6 +533,14 @@ async fn shared_reader(
         }
         let now = Instant::now();
         for &(from, to, kind) in &plan[..planned] {
+            if let Some(a) = audit {
+                let frame = match kind {
+                    Planned::Inline => &inline[from..to],
+                    Planned::Forward | Planned::Auth => &data[from..to],
+                };
+                a.redis_command(frame, Decision::Allow, None);
+                a.redis_shared_sent(now);
+            }
             match kind {
                 Planned::Forward => shared.submit(inbox, &data[from..to], now, None),
                 Planned::Inline => shared.submit(inbox, &inline[from..to], now, None),
@@ -526,6 +564,7 @@ async fn shared_writer(
     end: &Cell<Option<SharedEnd>>,
     settle: &impl Fn(SharedEnd),
     mut cw: ClientWrite,
+    audit: Option<&SessionAudit>,
 ) -> ClientWrite {
     let m = target.metrics();
     let mut spare: Vec<u8> = Vec::new();
@@ -533,6 +572,10 @@ async fn shared_writer(
         let bytes = std::mem::replace(&mut *inbox.bytes.borrow_mut(), std::mem::take(&mut spare));
         if !bytes.is_empty() {
             inbox.taken();
+            if let Some(a) = audit {
+                a.redis_inbox(&bytes);
+                a.durable().await;
+            }
             m.client_bytes_sent.add(bytes.len() as u64);
             // A client that stops reading blocks this write; the shared
             // reader cuts it off (it would hold up every session sharing the
@@ -657,6 +700,10 @@ async fn client_side(
             // In flight work finishes on the upstream side; read nothing new.
             wait_for_end(s).await;
             break;
+        }
+        if let Some(a) = &s.audit {
+            // A full audit ring holds new commands back.
+            a.ready().await;
         }
         if unprocessed {
             unprocessed = false;
@@ -789,7 +836,7 @@ async fn client_side(
                     }
                 }
                 HeadStatus::Multibulk(h) => {
-                    let class = commands::classify(data, &h);
+                    let class = classify(s, data, &h);
                     let args = h.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
                     let mut entry = entry_for(class, args, now);
                     if let Some(e) = entry.as_mut() {
@@ -800,6 +847,9 @@ async fn client_side(
                         match scanner.scan(data) {
                             Ok(sc) => {
                                 s.pending.borrow_mut().push(entry);
+                                if let Some(a) = &s.audit {
+                                    a.redis_command(&data[..sc.consumed], Decision::Allow, None);
+                                }
                                 commands += 1;
                                 pos += sc.consumed;
                                 if class == Class::Quit {
@@ -950,7 +1000,17 @@ async fn forward_whole(
         Ok(HeadStatus::Multibulk(h)) => h,
         _ => return Forwarded::Ok,
     };
-    let class = commands::classify(frame, &head);
+    let class = classify(s, frame, &head);
+    if let Some(a) = &s.audit {
+        // A command refused because the trail is down is not recorded (it
+        // could not be); it does not run either.
+        match class {
+            Class::Refused(AUDIT_UNAVAILABLE) => {}
+            Class::Refused(_) => a.redis_command(frame, Decision::Block, None),
+            // AUTH and HELLO passwords are replaced before the record is built.
+            _ => a.redis_command(frame, Decision::Allow, None),
+        }
+    }
     let args = head.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
     let write = |bytes: Vec<u8>, entries: &[Entry]| {
         for e in entries {
@@ -988,7 +1048,9 @@ async fn forward_whole(
             )
         }
         Class::Refused(msg) => {
-            s.target.metrics().error(ErrorKind::Unsupported);
+            if msg != AUDIT_UNAVAILABLE {
+                s.target.metrics().error(ErrorKind::Unsupported);
+            }
             (
                 write(CARRIER.to_vec(), &[Entry::one(Expect::Replace(msg), now)]),
                 Forwarded::Ok,
@@ -1067,6 +1129,9 @@ async fn reauthenticate(s: &Session, frame: &[u8]) -> Result<(), crate::identity
         .masks
         .for_session(&s.target.target.name, &now);
     s.mask.replace(mask);
+    if let Some(a) = &s.audit {
+        a.set_identity(&now, s.peer, &s.target.target.name);
+    }
     Ok(())
 }
 
@@ -1077,6 +1142,29 @@ fn reply_plan(s: &Session, buf: &[u8], head: &resp::CommandHead) -> Plan {
     match s.mask.borrow().as_deref() {
         Some(m) if m.has_keys || m.has_fields => plan_for_command(m, buf, head),
         _ => Plan::Detect,
+    }
+}
+
+/// The command's class, or a refusal while the audit trail cannot record
+/// it under `fail_closed`.
+fn classify(s: &Session, frame: &[u8], head: &resp::CommandHead) -> Class {
+    if s.audit.as_ref().is_some_and(SessionAudit::refusing) {
+        return Class::Refused(AUDIT_UNAVAILABLE);
+    }
+    commands::classify(frame, head)
+}
+
+/// How a session's end is named in the audit trail.
+fn end_reason(end: Option<End>) -> &'static str {
+    match end {
+        None | Some(End::ClientGone) => "client closed",
+        Some(End::UpstreamLost) => "upstream lost",
+        Some(End::UpstreamAuth) => "upstream refused the appliance's credential",
+        Some(End::ProtocolError) => "client protocol error",
+        Some(End::Expired) => "token expired",
+        Some(End::Quit) => "quit",
+        Some(End::Drained) => "appliance stopping",
+        Some(End::Aborted) => "aborted at shutdown",
     }
 }
 
@@ -1255,6 +1343,9 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     None => break, // need more bytes to tell
                 };
                 if let FrameClass::Reply { skip: true, .. } = class {
+                    if let Some(a) = &s.audit {
+                        a.durable().await;
+                    }
                     let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
                     buf.put(b);
                     m.client_bytes_sent.add((pos - fwd) as u64);
@@ -1334,7 +1425,12 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
             }
             let data = &buf.bytes()[pos..];
             let sc = match scanner.scan(data) {
-                Ok(sc) => sc,
+                Ok(sc) => {
+                    if let (Some(a), FrameClass::Reply { skip: false, .. }) = (&s.audit, current) {
+                        a.reply_chunk(&data[..sc.consumed]);
+                    }
+                    sc
+                }
                 Err(e) => {
                     warn!(target = %target.target.name, error = %e, "malformed reply from upstream; closing session");
                     m.error(ErrorKind::UpstreamUnavailable);
@@ -1364,6 +1460,15 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                 }
                 let us = now.saturating_duration_since(entry.started).as_micros() as u64;
                 target.latency.record_us(us);
+                if let Some(a) = &s.audit {
+                    match entry.expect {
+                        Expect::InternalAuth
+                        | Expect::Terminal
+                        | Expect::Replace(AUDIT_UNAVAILABLE) => a.reply_discard(),
+                        Expect::Replace(reply) if skip => a.redis_reply(false, us, Some(reply)),
+                        _ => a.redis_reply(error, us, None),
+                    }
+                }
                 match entry.expect {
                     Expect::Plain | Expect::Subscription | Expect::UnsubscribeAll(_) => {}
                     Expect::Hello(proto) => {
@@ -1377,6 +1482,9 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     }
                     Expect::Quit => after = Some(End::Quit),
                     Expect::Replace(reply) if skip => {
+                        if let Some(a) = &s.audit {
+                            a.durable().await;
+                        }
                         let ok = send_static(&mut cw, reply).await;
                         m.client_bytes_sent.add(reply.len() as u64);
                         wrote_ok &= ok;
@@ -1403,6 +1511,12 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                     break;
                 }
             }
+        }
+        if fwd < pos
+            && let Some(a) = &s.audit
+        {
+            // durability = "sync": replies wait for their records.
+            a.durable().await;
         }
         let (ok, b) = send(&mut cw, buf.take(), fwd, pos).await;
         buf.put(b);

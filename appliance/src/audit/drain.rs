@@ -1,0 +1,676 @@
+//! The drain thread: from the shards' rings to durable, chained, signed
+//! segments.
+//!
+//! One plain thread (never a shard, never the control plane) loops:
+//!
+//! 1. take what each ring holds (bounded per round), decode it, mask the
+//!    command and the reply excerpt, split raw Redis commands into capped
+//!    arguments, number and chain it, and frame it for that shard's segment;
+//! 2. append each shard's frames with one `write`;
+//! 3. fsync: under `async` at most every `flush_interval`, under `sync` as
+//!    soon as a round wrote anything (group commit: one fsync covers every
+//!    record of the round, from every session of the shard); then publish
+//!    how many ring entries of each shard are durable;
+//! 4. every `checkpoint_interval` (when anything changed), before each
+//!    rotation and at shutdown, sign the heads of every chain into a
+//!    checkpoint record appended to every chain;
+//! 5. rotate segments by size and age; apply retention once a minute.
+//!
+//! When a write or fsync fails (ENOSPC, EIO) the file is cut back to its
+//! last whole record, the failure is logged and counted and the shared
+//! `failed` flag is raised. Under `fail_closed` the round's records are
+//! kept and retried (the shards refuse new commands meanwhile); under
+//! `fail_open` they are dropped and counted, and once the disk accepts
+//! writes again a `recovery` record says how many were lost, so the chain
+//! itself never has a gap.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use custos_masking::{Masked, Masker, Span};
+use tracing::{error, info, warn};
+
+use super::checkpoint::{self, Head as ChainHead};
+use super::record::{self, Context, Encoder, FLAG_RAW_RESP, Head, Kind, Record};
+use super::segment::{self, Hash, SegmentWriter};
+use super::session::{Arg, split_resp};
+use super::sign::SigningKey;
+use super::{ARG_BYTES_MAX, AuditShared, COMMAND_BYTES_MAX, Durability, OnFailure, ring};
+
+/// Most bytes of frames built per shard per round, so one busy shard cannot
+/// delay the others' fsync for long.
+const ROUND_BYTES_MAX: usize = 1024 * 1024;
+/// How long a failed trail waits before writing again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One shard's chain as the drain writes it.
+struct Chain {
+    shard: u16,
+    consumer: ring::Consumer,
+    writer: Option<SegmentWriter>,
+    /// Seq of the next record.
+    next_seq: u64,
+    /// Hash of record `next_seq - 1`.
+    head: Hash,
+    /// Frames built and not yet written.
+    out: Vec<u8>,
+    /// Ring entries represented in `out`.
+    out_entries: u64,
+    /// Records (ring entries and the drain's own) in `out`.
+    out_records: u64,
+    /// `(next_seq, head)` before `out`, to roll back a failed write.
+    out_base: Option<(u64, Hash)>,
+    /// Ring entries written (or given up on under `fail_open`).
+    settled: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+    /// Records dropped under `fail_open` since the last successful write.
+    unrecorded: u64,
+    /// `next_seq` right after the last checkpoint.
+    checkpointed: u64,
+}
+
+/// Stops the drain thread.
+pub struct DrainHandle {
+    stop: Arc<AtomicBool>,
+    shared: Arc<AuditShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    public_key: String,
+}
+
+impl DrainHandle {
+    /// Drains every ring, writes the final checkpoint, fsyncs and joins
+    /// the thread. Call after the shards have stopped.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.shared.wake_drain();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The public key of the signing key, as auditors receive it.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+}
+
+impl Drop for DrainHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.shared.wake_drain();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The drain's state.
+pub struct Drain {
+    shared: Arc<AuditShared>,
+    key: SigningKey,
+    masker: Arc<Masker>,
+    chains: Vec<Chain>,
+    body: Vec<u8>,
+    masked: Vec<u8>,
+    spans: Vec<Span>,
+    args: Vec<Arg>,
+    detail: Vec<u8>,
+    last_sync: Instant,
+    last_checkpoint: Instant,
+    last_retention: Option<Instant>,
+    failure: Option<String>,
+}
+
+impl Drain {
+    /// Opens `audit.dir` (creating it), recovers each shard's chain, loads or
+    /// creates the signing key and starts the thread.
+    pub fn start(
+        shared: Arc<AuditShared>,
+        consumers: Vec<ring::Consumer>,
+        masker: Arc<Masker>,
+    ) -> Result<DrainHandle, String> {
+        let drain = Drain::open(shared.clone(), consumers, masker)?;
+        let public_key = drain.key.public_text();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("custos-audit".into())
+            .spawn(move || drain.run(&stop2))
+            .map_err(|e| format!("cannot start the audit drain thread: {e}"))?;
+        shared.set_drain_thread(thread.thread().clone());
+        Ok(DrainHandle {
+            stop,
+            shared,
+            thread: Some(thread),
+            public_key,
+        })
+    }
+
+    /// The state [`Drain::start`] runs, without a thread (benchmarks and
+    /// tests drive [`Drain::round`] themselves).
+    pub fn open(
+        shared: Arc<AuditShared>,
+        consumers: Vec<ring::Consumer>,
+        masker: Arc<Masker>,
+    ) -> Result<Drain, String> {
+        let config = &shared.config;
+        create_dir(&config.dir)?;
+        let (key, created) = SigningKey::load_or_create(&config.signing_key)
+            .map_err(|e| format!("audit.signing_key: {e}"))?;
+        if created {
+            info!(key = %config.signing_key.display(), public_key = %key.public_text(), "audit signing key created");
+        } else {
+            info!(public_key = %key.public_text(), "audit signing key loaded");
+        }
+        let segments = segment::list(&config.dir)
+            .map_err(|e| format!("audit.dir {}: {e}", config.dir.display()))?;
+        let mut chains = Vec::with_capacity(consumers.len());
+        let mut notes = Vec::new();
+        for (i, consumer) in consumers.into_iter().enumerate() {
+            let shard = i as u16;
+            let mine: &[segment::SegmentName] = segments
+                .iter()
+                .find(|v| v[0].shard == shard)
+                .map_or(&[], |v| v.as_slice());
+            let r = super::recover::recover(&config.dir, mine)?;
+            if let Some(note) = r.note {
+                warn!(shard, note = %note, "audit trail recovered after an unclean stop");
+                notes.push((i, note));
+            }
+            chains.push(Chain {
+                shard,
+                consumer,
+                writer: r.writer,
+                next_seq: r.next_seq,
+                head: r.head,
+                out: Vec::with_capacity(64 * 1024),
+                out_entries: 0,
+                out_records: 0,
+                out_base: None,
+                settled: 0,
+                dirty: false,
+                unrecorded: 0,
+                checkpointed: r.next_seq,
+            });
+        }
+        let now = Instant::now();
+        let mut drain = Drain {
+            shared,
+            key,
+            masker,
+            chains,
+            body: Vec::with_capacity(16 * 1024),
+            masked: Vec::with_capacity(16 * 1024),
+            spans: Vec::new(),
+            args: Vec::new(),
+            detail: Vec::new(),
+            last_sync: now,
+            last_checkpoint: now,
+            last_retention: None,
+            failure: None,
+        };
+        for (i, note) in notes {
+            drain.note(i, Kind::Recovery, &[], note.as_bytes());
+        }
+        drain.write_all();
+        drain.sync_all();
+        if drain.failure.is_some() {
+            return Err(format!(
+                "audit.dir {}: cannot write the trail: {}",
+                drain.shared.config.dir.display(),
+                drain.failure.as_deref().unwrap_or("")
+            ));
+        }
+        Ok(drain)
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let took = self.round();
+            // At shutdown a trail that cannot be written is not waited for:
+            // what is still pending is counted in the log below.
+            let pending = self.chains.iter().any(|c| !c.out.is_empty());
+            if stopping && !took && (!pending || self.failure.is_some()) {
+                if pending {
+                    let lost: u64 = self.chains.iter().map(|c| c.out_records).sum();
+                    error!(
+                        records = lost,
+                        "audit trail closed with records that could not be written"
+                    );
+                }
+                break;
+            }
+            if !took {
+                let wait = if self.failure.is_some() {
+                    RETRY_INTERVAL
+                } else {
+                    self.shared.config.flush_interval
+                };
+                std::thread::park_timeout(wait);
+            }
+        }
+        self.close();
+    }
+
+    /// The last word at shutdown: a checkpoint (when the trail is
+    /// writable) and an fsync.
+    pub fn close(mut self) {
+        self.write_all();
+        if self.failure.is_none() {
+            self.checkpoint();
+        }
+        self.sync_all();
+        info!("audit trail closed");
+    }
+
+    /// One pass: take, write, fsync, checkpoint, rotate, retain. Returns
+    /// whether any ring entry was taken.
+    pub fn round(&mut self) -> bool {
+        let took = self.take_all();
+        self.write_all();
+        let now = Instant::now();
+        let due = match self.shared.config.durability {
+            Durability::Sync => true,
+            Durability::Async => now - self.last_sync >= self.shared.config.flush_interval,
+        };
+        if due {
+            self.sync_all();
+        }
+        if self.failure.is_none() {
+            let changed = self.chains.iter().any(|c| c.next_seq != c.checkpointed);
+            if changed && now - self.last_checkpoint >= self.shared.config.checkpoint_interval {
+                self.checkpoint();
+            }
+            self.rotate_due();
+            if self
+                .last_retention
+                .is_none_or(|t| now - t >= RETENTION_INTERVAL)
+            {
+                self.last_retention = Some(now);
+                self.retain();
+            }
+        } else {
+            self.sync_all();
+        }
+        self.settle_failure();
+        took
+    }
+
+    fn take_all(&mut self) -> bool {
+        let closed = self.shared.config.on_failure == OnFailure::FailClosed;
+        let mut took = false;
+        for i in 0..self.chains.len() {
+            // Under fail_closed a round that could not be written is
+            // retried as it is; nothing new is taken until it is.
+            if closed && !self.chains[i].out.is_empty() {
+                continue;
+            }
+            loop {
+                if self.chains[i].out.len() >= ROUND_BYTES_MAX {
+                    break;
+                }
+                let mut entry = std::mem::take(&mut self.body);
+                let got = self.chains[i].consumer.pop(|e| {
+                    entry.clear();
+                    entry.extend_from_slice(e);
+                });
+                if !got {
+                    self.body = entry;
+                    break;
+                }
+                took = true;
+                self.append_entry(i, &entry);
+                self.body = entry;
+                self.chains[i].out_entries += 1;
+            }
+        }
+        took
+    }
+
+    /// Masks one ring entry and frames it into its chain.
+    fn append_entry(&mut self, chain: usize, entry: &[u8]) {
+        let mut body = std::mem::take(&mut self.detail);
+        match Record::decode(entry) {
+            Ok(r) => self.mask_body(&r, entry, &mut body),
+            Err(e) => {
+                // A shard bug, not client input: keep what is known.
+                error!(shard = chain, error = %e, "undecodable audit record from a shard");
+                let head = Head {
+                    kind: Some(Kind::Recovery),
+                    shard: chain as u16,
+                    time_ns: record::now_ns(),
+                    ..Head::default()
+                };
+                let detail = format!("a record of this shard could not be decoded: {e}");
+                Encoder::start(&mut body, &head, &Context::none())
+                    .rule(b"")
+                    .finish(b"", b"", detail.as_bytes());
+            }
+        }
+        self.frame(chain, &body);
+        self.detail = body;
+    }
+
+    fn mask_body(&mut self, r: &Record<'_>, entry: &[u8], out: &mut Vec<u8>) {
+        let masker = self.masker.clone();
+        let mut e = Encoder::start_raw(out, &entry[..r.context_end], 0).rule(r.rule);
+        let mut arg_text: Vec<u8> = std::mem::take(&mut self.masked);
+        if r.flags & FLAG_RAW_RESP != 0 {
+            let raw = r.args.iter().next().unwrap_or(b"");
+            let argc = split_resp(raw, &mut self.args);
+            let mut total = 0usize;
+            let mut kept = 0usize;
+            for a in &self.args {
+                if total >= COMMAND_BYTES_MAX {
+                    break;
+                }
+                let keep = (a.end - a.start)
+                    .min(ARG_BYTES_MAX)
+                    .min(COMMAND_BYTES_MAX - total);
+                let value = &raw[a.start..a.start + keep];
+                total += keep;
+                kept += 1;
+                arg_text.clear();
+                mask(&masker, value, &mut arg_text, &mut self.spans);
+                if keep < a.declared {
+                    arg_text.extend_from_slice(format!("...[{} bytes]", a.declared).as_bytes());
+                }
+                e = e.arg(&arg_text);
+            }
+            if argc > kept {
+                let more = format!("...[{} more arguments]", argc - kept);
+                e = e.arg(more.as_bytes());
+            }
+        } else {
+            for a in r.args.iter() {
+                arg_text.clear();
+                mask(&masker, a, &mut arg_text, &mut self.spans);
+                e = e.arg(&arg_text);
+            }
+        }
+        arg_text.clear();
+        mask(&masker, r.excerpt, &mut arg_text, &mut self.spans);
+        e.finish(r.code, &arg_text, r.detail);
+        self.masked = arg_text;
+    }
+
+    /// Frames `body` as the next record of `chain`.
+    fn frame(&mut self, chain: usize, body: &[u8]) {
+        let c = &mut self.chains[chain];
+        if c.out_base.is_none() {
+            c.out_base = Some((c.next_seq, c.head));
+        }
+        c.head = segment::frame(&mut c.out, c.next_seq, &c.head, body);
+        c.next_seq += 1;
+        c.out_records += 1;
+    }
+
+    /// Appends a record the drain writes itself (recovery, retention,
+    /// checkpoint) to chain `chain`.
+    fn note(&mut self, chain: usize, kind: Kind, args: &[&[u8]], detail: &[u8]) {
+        let head = Head {
+            kind: Some(kind),
+            shard: chain as u16,
+            time_ns: record::now_ns(),
+            ..Head::default()
+        };
+        let mut body = Vec::with_capacity(128 + detail.len());
+        let mut e = Encoder::start(&mut body, &head, &Context::none()).rule(b"");
+        for a in args {
+            e = e.arg(a);
+        }
+        e.finish(b"", b"", detail);
+        self.frame(chain, &body);
+    }
+
+    fn write_all(&mut self) {
+        for i in 0..self.chains.len() {
+            if self.chains[i].out.is_empty() {
+                continue;
+            }
+            match self.write_chain(i) {
+                Ok(()) => {
+                    let c = &mut self.chains[i];
+                    self.shared.metrics.records.add(c.out_records);
+                    c.out.clear();
+                    c.settled += c.out_entries;
+                    c.out_entries = 0;
+                    c.out_records = 0;
+                    c.out_base = None;
+                    c.dirty = true;
+                    if c.unrecorded > 0 {
+                        let n = c.unrecorded;
+                        c.unrecorded = 0;
+                        let note = format!(
+                            "{n} records were not recorded while the trail could not be written (on_failure = \"fail_open\")"
+                        );
+                        // Written with the next round.
+                        self.note(i, Kind::Recovery, &[], note.as_bytes());
+                    }
+                }
+                Err(e) => self.failed(i, e),
+            }
+        }
+    }
+
+    /// Lowers the failure flag once nothing is left to retry.
+    fn settle_failure(&mut self) {
+        if self.failure.is_some() && self.chains.iter().all(|c| c.out.is_empty() && !c.dirty) {
+            info!("audit trail writable again");
+            self.failure = None;
+            self.shared.failed.store(false, Ordering::Release);
+            self.shared.metrics.failed.set(0);
+        }
+    }
+
+    fn write_chain(&mut self, i: usize) -> std::io::Result<()> {
+        let dir = self.shared.config.dir.clone();
+        let id = self.shared.config.appliance_id.clone();
+        let c = &mut self.chains[i];
+        if c.writer.is_none() {
+            let (first_seq, prev_hash) = c.out_base.unwrap_or((c.next_seq, c.head));
+            let header = segment::Header {
+                shard: c.shard,
+                first_seq,
+                created_ns: record::now_ns(),
+                prev_hash,
+                appliance_id: id,
+            };
+            c.writer = Some(SegmentWriter::create(&dir, &header)?);
+        }
+        match c.writer.as_mut() {
+            Some(w) => w.append(&c.out),
+            None => Ok(()),
+        }
+    }
+
+    /// A write to chain `i` failed.
+    fn failed(&mut self, i: usize, e: std::io::Error) {
+        let m = &self.shared.metrics;
+        m.write_errors.add(1);
+        if self.failure.is_none() {
+            error!(shard = i, error = %e, dir = %self.shared.config.dir.display(),
+                on_failure = ?self.shared.config.on_failure, "audit trail cannot be written");
+        }
+        self.failure = Some(e.to_string());
+        self.shared.failed.store(true, Ordering::Release);
+        m.failed.set(1);
+        let c = &mut self.chains[i];
+        if self.shared.config.on_failure == OnFailure::FailOpen {
+            if let Some((seq, head)) = c.out_base.take() {
+                c.next_seq = seq;
+                c.head = head;
+            }
+            c.out.clear();
+            c.out_records = 0;
+            c.unrecorded += c.out_entries;
+            m.unrecorded.add(c.out_entries);
+            c.settled += c.out_entries;
+            c.out_entries = 0;
+            self.shared.durable[i].store(c.settled, Ordering::Release);
+        }
+    }
+
+    fn sync_all(&mut self) {
+        self.last_sync = Instant::now();
+        for i in 0..self.chains.len() {
+            let c = &mut self.chains[i];
+            if !c.dirty {
+                if c.out.is_empty() {
+                    self.shared.durable[i].store(c.settled, Ordering::Release);
+                }
+                continue;
+            }
+            let res = match c.writer.as_mut() {
+                Some(w) => w.sync(),
+                None => Ok(()),
+            };
+            match res {
+                Ok(()) => {
+                    c.dirty = false;
+                    self.shared.durable[i].store(c.settled, Ordering::Release);
+                }
+                Err(e) => self.failed(i, e),
+            }
+        }
+    }
+
+    /// Signs the heads of every chain into a checkpoint on every chain.
+    fn checkpoint(&mut self) {
+        // Everything framed so far goes first, so the heads are on disk.
+        self.write_all();
+        if self.failure.is_some() {
+            return;
+        }
+        let heads: Vec<ChainHead> = self
+            .chains
+            .iter()
+            .map(|c| ChainHead {
+                shard: c.shard,
+                next_seq: c.next_seq,
+                hash: c.head,
+            })
+            .collect();
+        let mut detail = Vec::with_capacity(64 + heads.len() * 42);
+        let now = record::now_ns();
+        checkpoint::encode(
+            &mut detail,
+            &self.key,
+            now,
+            &self.shared.config.appliance_id,
+            &heads,
+        );
+        for i in 0..self.chains.len() {
+            // A chain that has just been rotated and has nothing new gets no
+            // segment holding only a checkpoint: the heads are signed in the
+            // other chains, and its sealed segment ends with the last one.
+            let c = &self.chains[i];
+            if c.writer.is_none() && c.next_seq == c.checkpointed {
+                continue;
+            }
+            self.note(i, Kind::Checkpoint, &[], &detail);
+        }
+        self.write_all();
+        self.sync_all();
+        for c in &mut self.chains {
+            c.checkpointed = c.next_seq;
+        }
+        self.last_checkpoint = Instant::now();
+    }
+
+    fn rotate_due(&mut self) {
+        let cfg = &self.shared.config;
+        let now = record::now_ns();
+        let age_ns = cfg.segment_age.as_nanos() as u64;
+        let due: Vec<usize> = self
+            .chains
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.writer.as_ref().is_some_and(|w| {
+                    w.len >= cfg.segment_bytes_max
+                        || (now.saturating_sub(w.created_ns) >= age_ns
+                            && c.next_seq != c.checkpointed)
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // The sealed segment ends with signed heads.
+        self.checkpoint();
+        if self.failure.is_some() {
+            return;
+        }
+        for i in due {
+            self.chains[i].writer = None;
+        }
+    }
+
+    fn retain(&mut self) {
+        let days = self.shared.config.retention_days;
+        if days == 0 {
+            return;
+        }
+        let keep = Duration::from_secs(days * 86_400);
+        for i in 0..self.chains.len() {
+            let current = self.chains[i].writer.as_ref().map(|w| w.path.clone());
+            let removed = super::retention::remove_expired(
+                &self.shared.config.dir,
+                self.chains[i].shard,
+                current.as_deref(),
+                keep,
+            );
+            match removed {
+                Ok(list) => {
+                    for r in list {
+                        info!(file = %r.name, first_seq = r.first_seq, end_seq = r.end_seq, "audit segment removed by retention");
+                        let detail = format!(
+                            "removed {} (records {}..{}) older than retention_days = {days}",
+                            r.name, r.first_seq, r.end_seq
+                        );
+                        self.note(
+                            i,
+                            Kind::Retention,
+                            &[
+                                r.name.as_bytes(),
+                                r.first_seq.to_string().as_bytes(),
+                                r.end_seq.to_string().as_bytes(),
+                            ],
+                            detail.as_bytes(),
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "audit retention failed"),
+            }
+        }
+    }
+}
+
+fn mask(masker: &Masker, input: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Span>) {
+    let start = out.len();
+    match masker.mask_into_with(input, out, spans) {
+        Masked::Unchanged => out.extend_from_slice(input),
+        Masked::Rewritten { .. } => {}
+        Masked::Null { .. } => {
+            out.truncate(start);
+            out.extend_from_slice(b"****");
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("audit.dir {}: {e}", dir.display()))
+}
