@@ -499,3 +499,76 @@ mod custos_parsers_for_tests {
         }
     }
 }
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else {
+            out.extend(std::fs::read(&p).expect("read file"));
+        }
+    }
+    out
+}
+
+fn holds(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn after_a_scripted_session_the_planted_values_appear_nowhere_in_the_audit_folder() {
+    let redis = RedisServer::start();
+    let pg = PostgresOptions::default().start();
+    plant_pg(&pg);
+    let trail = tempfile::Builder::new()
+        .prefix("custos-mask-audit-")
+        .tempdir()
+        .unwrap();
+    let dir = trail.path().join("trail");
+    let masks = "\n[[mask]]\ndetectors = [\"credit_card\", \"email\", \"us_ssn\"]\n\
+                 keywords = [\"project-falcon\"]\nexcept_groups = [\"privacy\"]\n";
+    let config = CustosConfig::redis(&redis)
+        .add_target(TargetConfig::postgres("pg", &pg))
+        .section(masks)
+        .audit(&dir, &trail.path().join("audit.key"), "record_reply_bytes = 4096");
+    let mut custos = Custos::start(config);
+
+    // Requests carry the values (SET k <card>) and replies echo them.
+    let mut c = RawConn::open(custos.port_of("cache"));
+    for cmd in [
+        vec!["SET", "k1", CARD],
+        vec!["SET", "k2", EMAIL],
+        vec!["HSET", "h", "ssn", SSN, "codename", "project-falcon"],
+        vec!["GET", "k1"],
+        vec!["GET", "k2"],
+        vec!["HGETALL", "h"],
+        vec!["ECHO", "plan for project-falcon"],
+    ] {
+        let r = c.cmd(&cmd);
+        assert!(!matches!(r, Reply::Error(_)), "{cmd:?}: {r:?}");
+    }
+    let conn = PgConnect::new(custos.port_of("pg")).dbname(pg.database());
+    psql_ok(
+        &conn,
+        &format!("INSERT INTO patients (id, email, card) VALUES (9, 'x{EMAIL}', '{CARD}')"),
+    );
+    let out = psql_ok(&conn, "SELECT email, card FROM patients WHERE id = 9");
+    assert!(!out.contains(CARD), "{out}");
+    drop(c);
+    custos.signal(libc::SIGTERM);
+    custos.wait_exit(std::time::Duration::from_secs(30));
+
+    let bytes = all_bytes(&dir);
+    assert!(bytes.len() > 1000, "the trail holds the session ({} bytes)", bytes.len());
+    for planted in [CARD, "4111111111111111", EMAIL, SSN, "project-falcon"] {
+        assert!(!holds(&bytes, planted), "{planted:?} is in the audit folder");
+    }
+    // The trail is there and readable: the commands are recorded, masked.
+    let out = Custos::audit_cli(&["search", "--dir", &dir.display().to_string()]);
+    out.assert_success("custos audit search");
+    assert!(out.stdout.contains("HGETALL"), "{}", out.stdout);
+    assert!(!out.stdout.contains(CARD) && !out.stdout.contains(EMAIL));
+}

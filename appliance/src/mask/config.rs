@@ -292,5 +292,7 @@ fn validate_one(
         fields,
         keys,
         except_groups: raw.except_groups.clone(),
+        keywords: raw.keywords.iter().map(|k| k.get_ref().clone()).collect(),
+        patterns: raw.patterns.iter().map(|p| p.get_ref().clone()).collect(),
     })
 }

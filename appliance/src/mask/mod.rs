@@ -42,6 +42,11 @@ pub struct MaskRule {
     pub masker: Masker,
     /// Whether the masker has anything to scan for.
     pub scans: bool,
+    /// The custom keywords and patterns, as written (the audit trail's
+    /// masker adds them to every built-in detector).
+    pub keywords: Vec<String>,
+    /// See `keywords`.
+    pub patterns: Vec<String>,
     /// PostgreSQL columns masked whole.
     pub columns: Vec<ColumnRef>,
     /// Redis hash fields whose values are masked whole.
@@ -165,6 +170,26 @@ impl Masks {
     /// Whether any rule exists.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The masker of the audit trail: every built-in detector plus every
+    /// rule's keywords and patterns, values redacted. The trail holds what
+    /// every session did, so no group is exempt there.
+    pub fn audit_masker(&self) -> Masker {
+        let mut b = custos_masking::Scanner::builder().detectors(&custos_masking::Detector::BUILT_IN);
+        for r in &self.rules {
+            for k in &r.keywords {
+                b = b.keyword(k);
+            }
+            for p in &r.patterns {
+                b = b.pattern(p.clone());
+            }
+        }
+        // Each keyword and pattern compiled once already, alone; together
+        // they can only fail on the overall limits, which config checks.
+        let scanner = b.build().unwrap_or_default();
+        Masker::new(scanner, custos_masking::Style::Redact { keep_length: false })
+            .unwrap_or_else(|_| unreachable!("redaction needs no key"))
     }
 
     /// Whether any rule applies to `target` (for some identity).

@@ -132,7 +132,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // run on an appliance that cannot record it.
     let (audit_ends, audit_drain) = match &config.audit {
         Some(a) => {
-            let masker = Arc::new(crate::audit::default_masker());
+            let masker = Arc::new(config.masks.audit_masker());
             let (_, ends, drain) = crate::audit::start(
                 a.clone(),
                 shared.shards,
