@@ -533,7 +533,11 @@ fn after_a_scripted_session_the_planted_values_appear_nowhere_in_the_audit_folde
     let config = CustosConfig::redis(&redis)
         .add_target(TargetConfig::postgres("pg", &pg))
         .section(masks)
-        .audit(&dir, &trail.path().join("audit.key"), "record_reply_bytes = 4096");
+        .audit(
+            &dir,
+            &trail.path().join("audit.key"),
+            "record_reply_bytes = 4096",
+        );
     let mut custos = Custos::start(config);
 
     // Requests carry the values (SET k <card>) and replies echo them.
@@ -562,9 +566,16 @@ fn after_a_scripted_session_the_planted_values_appear_nowhere_in_the_audit_folde
     custos.wait_exit(std::time::Duration::from_secs(30));
 
     let bytes = all_bytes(&dir);
-    assert!(bytes.len() > 1000, "the trail holds the session ({} bytes)", bytes.len());
+    assert!(
+        bytes.len() > 1000,
+        "the trail holds the session ({} bytes)",
+        bytes.len()
+    );
     for planted in [CARD, "4111111111111111", EMAIL, SSN, "project-falcon"] {
-        assert!(!holds(&bytes, planted), "{planted:?} is in the audit folder");
+        assert!(
+            !holds(&bytes, planted),
+            "{planted:?} is in the audit folder"
+        );
     }
     // The trail is there and readable: the commands are recorded, masked.
     let out = Custos::audit_cli(&["search", "--dir", &dir.display().to_string()]);

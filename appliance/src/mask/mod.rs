@@ -176,7 +176,8 @@ impl Masks {
     /// rule's keywords and patterns, values redacted. The trail holds what
     /// every session did, so no group is exempt there.
     pub fn audit_masker(&self) -> Masker {
-        let mut b = custos_masking::Scanner::builder().detectors(&custos_masking::Detector::BUILT_IN);
+        let mut b =
+            custos_masking::Scanner::builder().detectors(&custos_masking::Detector::BUILT_IN);
         for r in &self.rules {
             for k in &r.keywords {
                 b = b.keyword(k);
@@ -188,8 +189,11 @@ impl Masks {
         // Each keyword and pattern compiled once already, alone; together
         // they can only fail on the overall limits, which config checks.
         let scanner = b.build().unwrap_or_default();
-        Masker::new(scanner, custos_masking::Style::Redact { keep_length: false })
-            .unwrap_or_else(|_| unreachable!("redaction needs no key"))
+        Masker::new(
+            scanner,
+            custos_masking::Style::Redact { keep_length: false },
+        )
+        .unwrap_or_else(|_| unreachable!("redaction needs no key"))
     }
 
     /// Whether any rule applies to `target` (for some identity).
