@@ -17,6 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::identity::config::{IdentityConfig, RawIdentity};
+use crate::policy::config::RawRule;
+use crate::policy::{Action, Policy};
 use crate::secret::Secret;
 use crate::tls::UpstreamTls;
 
@@ -56,7 +58,7 @@ impl ConfigError {
 }
 
 /// 1-based line number of byte offset `at` in `src`.
-fn line_of(src: &str, at: usize) -> usize {
+pub(crate) fn line_of(src: &str, at: usize) -> usize {
     src.as_bytes()[..at.min(src.len())]
         .iter()
         .filter(|&&b| b == b'\n')
@@ -78,8 +80,9 @@ struct RawConfig {
     // here so that an operator who writes them gets a precise refusal
     // instead of a silently ignored policy.
     identity: Option<Spanned<RawIdentity>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
     audit: Option<Spanned<toml::Value>>,
-    rule: Option<Spanned<toml::Value>>,
     mask: Option<Spanned<toml::Value>>,
 }
 
@@ -153,6 +156,7 @@ struct RawTarget {
     pending_replies_max: Option<Spanned<usize>>,
     connect_timeout_ms: Option<Spanned<u64>>,
     upstream_sharing: Option<bool>,
+    default_action: Option<Spanned<String>>,
 }
 
 /// The wire protocol a target speaks.
@@ -197,6 +201,10 @@ pub struct Config {
     /// How client tokens are verified (`[identity]`); required by targets
     /// with `auth = "token"`.
     pub identity: Option<IdentityConfig>,
+    /// The `[[rule]]`s and each target's default action.
+    pub policy: Arc<Policy>,
+    /// The file the configuration was read from (for reload).
+    pub source: PathBuf,
 }
 
 /// Process-wide settings (`[server]`).
@@ -255,6 +263,8 @@ pub struct Target {
     pub allow_plaintext_auth: bool,
     /// TLS towards the store; `None` for plain TCP.
     pub upstream_tls: Option<UpstreamTls>,
+    /// What policy does with a request no rule matches.
+    pub default_action: Action,
 }
 
 impl Default for Server {
@@ -289,11 +299,7 @@ impl Config {
             .map_err(|e| ConfigError::plain(path, format_args!("{}", e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
 
-        for (key, value) in [
-            ("audit", &raw.audit),
-            ("rule", &raw.rule),
-            ("mask", &raw.mask),
-        ] {
+        for (key, value) in [("audit", &raw.audit), ("mask", &raw.mask)] {
             if let Some(v) = value {
                 return Err(ConfigError::at(
                     path,
@@ -393,10 +399,13 @@ impl Config {
         if targets.is_empty() {
             return Err(ConfigError::plain(path, "no [[target]]: nothing to front"));
         }
+        let policy = crate::policy::config::validate(path, src, &raw.rule, &targets)?;
         Ok(Config {
             server,
             targets,
             identity,
+            policy: Arc::new(policy),
+            source: path.to_path_buf(),
         })
     }
 }
@@ -557,6 +566,11 @@ fn validate_target(
         client_tls: tls.client,
         allow_plaintext_auth: t.allow_plaintext_auth.unwrap_or(false),
         upstream_tls: tls.upstream,
+        default_action: crate::policy::config::default_action(
+            path,
+            src,
+            t.default_action.as_ref(),
+        )?,
     })
 }
 
@@ -907,9 +921,9 @@ auth = "none"
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        let src = format!("{MINIMAL}\n[[rule]]\nid = \"x\"\naction = \"block\"\n");
+        let src = format!("{MINIMAL}\n[[mask]]\ntarget = \"x\"\n");
         let err = parse(&src).unwrap_err().to_string();
-        assert!(err.contains("`rule`") && err.contains("line 13"), "{err}");
+        assert!(err.contains("`mask`") && err.contains("line 13"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct ShardCtx {
     pub shared_upstreams: Vec<Rc<SharedUpstream>>,
     /// Tokens this shard verified, until they expire.
     pub token_cache: crate::identity::cache::TokenCache,
+    /// This shard's view of the policy.
+    pub policy: Rc<crate::policy::ShardPolicy>,
 }
 
 /// Runs shard `id` on the current thread until the process stops. `started`
@@ -174,6 +176,7 @@ async fn shard_main(id: usize, shared: Arc<Shared>, started: impl FnOnce(Result<
     let ctx = Rc::new(ShardCtx {
         id,
         token_cache: crate::identity::cache::TokenCache::new(TOKEN_CACHE_ENTRIES),
+        policy: Rc::new(crate::policy::ShardPolicy::new(shared.policy.clone(), id)),
         registry: Rc::new(Registry::default()),
         shared: shared.clone(),
         shared_upstreams: targets
