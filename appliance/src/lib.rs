@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod runtime;
 pub mod secret;
