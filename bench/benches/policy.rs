@@ -98,7 +98,10 @@ fn decide(g: &RedisGate, frame: &[u8], head: &CommandHead) -> bool {
     match g.check_head(frame, head) {
         Gate::Pass => true,
         Gate::NeedFrame => {
-            matches!(g.check_args(&FrameArgs::parse(frame).expect("frame")), Gate::Pass)
+            matches!(
+                g.check_args(&FrameArgs::parse(frame).expect("frame")),
+                Gate::Pass
+            )
         }
         Gate::Answer { .. } => false,
     }

@@ -15,9 +15,11 @@ use toml::Spanned;
 
 use super::glob::Glob;
 use super::redis::{Categories, NAME_BYTES_MAX};
+use super::sql::{KindSet, StatementKind};
 use super::{
     Action, CommandPattern, DEFAULT_REASON, DEFAULT_RULE_ID, Groups, Matcher, Policy, RULES_MAX,
-    RedisMatch, Rule, RuleIndex, SqlMatch, TargetPolicy, redis_refusal_text,
+    RedisMatch, Rule, RuleIndex, SqlMatch, TablePattern, TargetPolicy, UNCLASSIFIED_RULE_ID,
+    redis_refusal_text,
 };
 use crate::config::{ConfigError, Protocol, Target};
 
@@ -181,11 +183,11 @@ fn validate_rule(
             format_args!("must be 1 to {RULE_ID_BYTES_MAX} letters, digits, '-', '_', '.' or ':'"),
         ));
     }
-    if id_s == DEFAULT_RULE_ID {
+    if id_s == DEFAULT_RULE_ID || id_s == UNCLASSIFIED_RULE_ID {
         return Err(cx.err(
             id.span(),
             "rule.id",
-            "\"default\" names a target's default action; choose another id",
+            format_args!("{id_s:?} is reserved for decisions no rule made; choose another id"),
         ));
     }
 
@@ -339,35 +341,61 @@ fn validate_rule(
     } else if sql_keys {
         let mut m = SqlMatch::default();
         if let Some(v) = &r.statement {
-            for s in list(cx, v, "rule.statement")? {
-                let name = s.trim().to_ascii_uppercase();
-                if !super::decide::statement_name_known(&name) {
-                    return Err(cx.err(
-                        v.span(),
-                        "rule.statement",
-                        format_args!("{s:?} is not a statement kind"),
-                    ));
+            let mut kinds = KindSet::EMPTY;
+            for st in list(cx, v, "rule.statement")? {
+                match st.trim().to_ascii_uppercase().as_str() {
+                    "UNKNOWN" => m.unknown = true,
+                    "UNPARSEABLE" => m.unparseable = true,
+                    _ => match StatementKind::from_name(st) {
+                        Some(k) => kinds.insert(k),
+                        None => {
+                            return Err(cx.err(
+                                v.span(),
+                                "rule.statement",
+                                format_args!(
+                                    "{st:?} is not a statement kind; known: {}, UNKNOWN, UNPARSEABLE",
+                                    StatementKind::ALL
+                                        .iter()
+                                        .map(|k| k.name())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            ));
+                        }
+                    },
                 }
-                m.statements.push(name);
             }
+            m.statements = (!kinds.is_empty()).then_some(kinds);
         }
         if let Some(v) = &r.tables {
             for t in list(cx, v, "rule.tables")? {
-                if t.split('.').count() > 2 || t.split('.').any(str::is_empty) {
-                    return Err(cx.err(
-                        v.span(),
-                        "rule.tables",
-                        format_args!(
-                            "{t:?}: expected \"table\" or \"schema.table\" (globs allowed)"
-                        ),
-                    ));
-                }
-                m.tables.push(t.clone());
+                let parts: Vec<&str> = t.split('.').collect();
+                let pattern = match parts[..] {
+                    [name] if !name.is_empty() => TablePattern {
+                        schema: None,
+                        name: Glob::new(name.as_bytes()),
+                    },
+                    [schema, name] if !schema.is_empty() && !name.is_empty() => TablePattern {
+                        schema: Some(Glob::new(schema.as_bytes())),
+                        name: Glob::new(name.as_bytes()),
+                    },
+                    _ => {
+                        return Err(cx.err(
+                            v.span(),
+                            "rule.tables",
+                            format_args!(
+                                "{t:?}: expected \"table\" or \"schema.table\" (globs allowed)"
+                            ),
+                        ));
+                    }
+                };
+                m.tables.push(pattern);
             }
         }
         if let Some(v) = &r.functions {
             for f in list(cx, v, "rule.functions")? {
-                m.functions.push(f.to_ascii_lowercase());
+                m.functions
+                    .push(Glob::new(f.to_ascii_lowercase().as_bytes()));
             }
         }
         if let Some(v) = &r.without_where {

@@ -2,7 +2,8 @@
 //! table, and the walk that finds the first match.
 
 use super::redis::{Args, Categories, CommandId, CommandTable, Keys};
-use super::{Action, CommandPattern, Matcher, Policy, RuleIndex};
+use super::sql::{SqlError, SqlFacts};
+use super::{Action, CommandPattern, Matcher, Policy, RuleIndex, SqlMatch};
 
 /// The outcome for one request: what to do and which rule said so
 /// (`None`: the target's default action).
@@ -12,6 +13,31 @@ pub struct Decision {
     pub action: Action,
     /// The deciding rule, an index in [`Policy::rules`].
     pub rule: Option<RuleIndex>,
+    /// Refused because the request cannot be classified (SQL that does not
+    /// parse or hides what it runs) and no rule allows that.
+    pub unclassified: bool,
+}
+
+impl Decision {
+    /// The decision of rule `rule`.
+    #[inline]
+    pub fn by(action: Action, rule: RuleIndex) -> Decision {
+        Decision {
+            action,
+            rule: Some(rule),
+            unclassified: false,
+        }
+    }
+
+    /// A target's default action.
+    #[inline]
+    pub fn default_of(action: Action) -> Decision {
+        Decision {
+            action,
+            rule: None,
+            unclassified: false,
+        }
+    }
 }
 
 /// The answer of [`RedisRules::decide`].
@@ -169,10 +195,7 @@ impl RedisRules {
         RedisRules {
             rules,
             first,
-            default: Decision {
-                action: tp.default_action,
-                rule: None,
-            },
+            default: Decision::default_of(tp.default_action),
         }
     }
 
@@ -196,10 +219,7 @@ impl RedisRules {
         }
         let r = &self.rules[i as usize];
         if r.keys.is_empty() {
-            Verdict::Decided(Decision {
-                action: r.action,
-                rule: Some(r.rule),
-            })
+            Verdict::Decided(Decision::by(r.action, r.rule))
         } else {
             Verdict::NeedArgs
         }
@@ -219,10 +239,7 @@ impl RedisRules {
         let keys = &table.get(id).keys;
         for r in &self.rules[start as usize..] {
             if r.matches_id(id) && r.keys_match(keys, args) {
-                return Decision {
-                    action: r.action,
-                    rule: Some(r.rule),
-                };
+                return Decision::by(r.action, r.rule);
             }
         }
         self.default
@@ -234,10 +251,7 @@ impl RedisRules {
     pub fn decide_unknown(&self, name: &[u8], full: &[u8]) -> Decision {
         for r in &self.rules {
             if r.matches_unknown(name, full) && (r.keys.is_empty() || r.action.refuses()) {
-                return Decision {
-                    action: r.action,
-                    rule: Some(r.rule),
-                };
+                return Decision::by(r.action, r.rule);
             }
         }
         self.default
@@ -291,8 +305,122 @@ pub fn unknown_names<'a>(
     (&name_buf[..n], &full_buf[..full_len])
 }
 
-/// Whether `name` is a statement kind a PostgreSQL rule may name.
-pub fn statement_name_known(name: &str) -> bool {
-    let _ = name;
-    false
+/// The PostgreSQL rules of one target for one set of groups.
+///
+/// A rule's keys must all match (and). How each key matches depends on
+/// whether the rule refuses, so that a string holding several statements
+/// cannot borrow an allow rule meant for one of them:
+///
+/// - an `allow` rule matches when *every* statement kind, table and
+///   function in the string is covered by its lists (and there is at least
+///   one of each it lists);
+/// - a `block` or `approve` rule matches when *any* is;
+/// - `without_where = true` matches strings with an UPDATE or DELETE
+///   without WHERE.
+///
+/// Strings whose effect cannot be fully known (`EXECUTE` of a computed
+/// string in a `DO` block, say) are matched on what is known by refusing
+/// rules, and by allow rules only when those list `UNKNOWN` in `statement`.
+/// Text that does not parse matches only refusing rules without match keys
+/// and rules listing `UNPARSEABLE`. When no rule matches such a string it is
+/// refused, whatever the target's default (rule id `unclassified`).
+#[derive(Debug)]
+pub struct SqlRules {
+    rules: Vec<(RuleIndex, Action, Option<SqlMatch>)>,
+    default: Decision,
+}
+
+impl SqlRules {
+    /// Compiles the rules of `target` that cover `groups`.
+    pub fn compile(policy: &Policy, target: usize, groups: &[String]) -> SqlRules {
+        let tp = &policy.targets[target];
+        let rules = tp
+            .rules
+            .iter()
+            .map(|&ri| (ri, &policy.rules[ri as usize]))
+            .filter(|(_, r)| r.groups.covers(groups))
+            .filter_map(|(ri, r)| match &r.matcher {
+                Matcher::Any => Some((ri, r.action, None)),
+                Matcher::Sql(m) => Some((ri, r.action, Some(m.clone()))),
+                Matcher::Redis(_) => None,
+            })
+            .collect();
+        SqlRules {
+            rules,
+            default: Decision::default_of(tp.default_action),
+        }
+    }
+
+    /// Decides one query string from its classification.
+    pub fn decide(&self, facts: &Result<std::rc::Rc<SqlFacts>, SqlError>) -> Decision {
+        let classified = match facts {
+            Ok(f) => f.unknown.is_none(),
+            Err(_) => false,
+        };
+        for (ri, action, m) in &self.rules {
+            let hit = match facts {
+                Ok(f) => sql_matches(m.as_ref(), *action, f),
+                Err(_) => match m {
+                    None => action.refuses(),
+                    Some(m) => m.unparseable,
+                },
+            };
+            if hit {
+                return Decision::by(*action, *ri);
+            }
+        }
+        if classified {
+            self.default
+        } else {
+            Decision {
+                action: Action::Block,
+                rule: None,
+                unclassified: true,
+            }
+        }
+    }
+}
+
+fn sql_matches(m: Option<&SqlMatch>, action: Action, f: &SqlFacts) -> bool {
+    let refuses = action.refuses();
+    let unknown = f.unknown.is_some();
+    let Some(m) = m else {
+        // A rule without match keys: everything its identities send, except
+        // that allowing what cannot be known takes an explicit `UNKNOWN`.
+        return refuses || !unknown;
+    };
+    if unknown && !m.unknown {
+        return false;
+    }
+    let statements = match m.statements {
+        Some(kinds) if refuses => f.kinds.intersects(kinds),
+        Some(kinds) => !f.kinds.is_empty() && f.kinds.iter().all(|k| kinds.contains(k)),
+        // Only UNKNOWN / UNPARSEABLE listed: about those strings alone.
+        None if m.unknown || m.unparseable => unknown,
+        None => true,
+    };
+    let tables = m.tables.is_empty()
+        || if refuses {
+            f.tables
+                .iter()
+                .any(|t| m.tables.iter().any(|p| p.matches(t)))
+        } else {
+            !f.tables.is_empty()
+                && f.tables
+                    .iter()
+                    .all(|t| m.tables.iter().any(|p| p.matches(t)))
+        };
+    let functions = m.functions.is_empty()
+        || if refuses {
+            f.functions
+                .iter()
+                .any(|x| m.functions.iter().any(|g| g.matches(x.as_bytes())))
+        } else {
+            !f.functions.is_empty()
+                && f.functions
+                    .iter()
+                    .all(|x| m.functions.iter().any(|g| g.matches(x.as_bytes())))
+        };
+    let without_where = !m.without_where || f.without_where;
+    statements && tables && functions && without_where
 }

@@ -183,10 +183,7 @@ impl RedisGate {
     /// Refuses a command whose keys cannot be inspected (larger than the
     /// session's buffer) when a rule depends on them.
     pub fn refuse_uninspectable(&self, name: &[u8]) -> Gate {
-        let d = Decision {
-            action: Action::Block,
-            rule: None,
-        };
+        let d = Decision::default_of(Action::Block);
         self.log(d, name, None, "keys could not be inspected");
         if self.in_multi.get() {
             self.poisoned.set(true);

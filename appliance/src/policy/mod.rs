@@ -51,7 +51,9 @@ pub mod config;
 pub mod decide;
 pub mod gate;
 pub mod glob;
+pub mod pg;
 pub mod redis;
+pub mod sql;
 pub mod state;
 
 #[cfg(test)]
@@ -63,6 +65,7 @@ use std::sync::Arc;
 use crate::config::Protocol;
 pub use decide::{Decision, RedisRules};
 pub use gate::{Gate, RedisGate};
+pub use pg::SqlGate;
 pub use state::{PolicyHandle, PolicyState, ShardPolicy};
 
 /// What a rule (or a target's default) does with what it matches.
@@ -118,6 +121,14 @@ pub const RULES_MAX: usize = 4096;
 /// The rule id reported for a target's default action.
 pub const DEFAULT_RULE_ID: &str = "default";
 
+/// The rule id reported when SQL is refused because it cannot be
+/// classified (it does not parse, or hides what it runs) and no rule
+/// explicitly allows that.
+pub const UNCLASSIFIED_RULE_ID: &str = "unclassified";
+
+/// The reason given for SQL that cannot be classified.
+pub const UNCLASSIFIED_REASON: &str = "statement cannot be classified";
+
 /// Which identities a rule covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Groups {
@@ -156,18 +167,47 @@ pub struct RedisMatch {
     pub keys: Vec<glob::Glob>,
 }
 
-/// What a PostgreSQL rule matches (see [`decide`] for the semantics).
+/// What a PostgreSQL rule matches (see [`decide::SqlRules`] for the
+/// semantics).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SqlMatch {
-    /// Statement kind names (upper case), as the classifier names them, or
-    /// `UNPARSEABLE` / `UNKNOWN`; empty means any.
-    pub statements: Vec<String>,
-    /// Table globs, `schema.table` or `table`; empty means any.
-    pub tables: Vec<String>,
-    /// Function names (lower case); empty means any.
-    pub functions: Vec<String>,
-    /// Only UPDATE/DELETE without WHERE.
+    /// Statement kinds; `None` means any.
+    pub statements: Option<sql::KindSet>,
+    /// `statement` lists `UNKNOWN`: statements whose effect cannot be
+    /// fully known (dynamic SQL in a `DO` block, say).
+    pub unknown: bool,
+    /// `statement` lists `UNPARSEABLE`: text PostgreSQL's parser rejects.
+    pub unparseable: bool,
+    /// Table patterns; empty means any.
+    pub tables: Vec<TablePattern>,
+    /// Function globs (lower case); empty means any.
+    pub functions: Vec<glob::Glob>,
+    /// Only strings with an UPDATE or DELETE without WHERE.
     pub without_where: bool,
+}
+
+/// A `tables` entry: `table` (any schema) or `schema.table`, each part a
+/// glob. A qualified pattern also matches an unqualified reference, which
+/// PostgreSQL resolves through `search_path` (by default `public` first):
+/// `public.users` matches `users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    /// Schema glob, when qualified.
+    pub schema: Option<glob::Glob>,
+    /// Relation glob.
+    pub name: glob::Glob,
+}
+
+impl TablePattern {
+    /// Whether `t` matches.
+    pub fn matches(&self, t: &sql::TableRef) -> bool {
+        self.name.matches(t.name.as_bytes())
+            && match (&self.schema, &t.schema) {
+                (None, _) => true,
+                (Some(p), Some(s)) => p.matches(s.as_bytes()),
+                (Some(p), None) => p.matches(b"public"),
+            }
+    }
 }
 
 /// What a rule matches.
@@ -232,6 +272,9 @@ pub const DEFAULT_REASON: &str = "no rule allows this";
 impl Policy {
     /// The rule or default behind `decision` on target `target`: (id, reason).
     pub fn explain(&self, target: usize, decision: Decision) -> (&str, &str) {
+        if decision.unclassified {
+            return (UNCLASSIFIED_RULE_ID, UNCLASSIFIED_REASON);
+        }
         match decision.rule {
             Some(r) => {
                 let r = &self.rules[r as usize];
@@ -247,6 +290,7 @@ impl Policy {
     /// The Redis error for a refused `decision` on target `target`.
     pub fn redis_refusal(&self, target: usize, decision: Decision) -> &[u8] {
         match decision.rule {
+            _ if decision.unclassified => &self.targets[target].default_reply,
             Some(r) => &self.rules[r as usize].redis_reply,
             None => &self.targets[target].default_reply,
         }

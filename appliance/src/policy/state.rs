@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use super::Policy;
-use super::decide::RedisRules;
+use super::decide::{RedisRules, SqlRules};
 use super::redis::CommandTable;
+use super::sql::SqlCache;
 
 /// What the data plane decides with: the rules and, per target (by
 /// configuration index), the store's command table (Redis targets only).
@@ -77,7 +78,17 @@ impl PolicyHandle {
 /// Compiled rule sets kept per shard before the cache is emptied.
 const COMPILED_MAX: usize = 1024;
 
+/// Classified SQL texts kept per shard.
+pub const SQL_CACHE_ENTRIES: usize = 4096;
+
 type CacheKey = (usize, Box<[String]>);
+
+fn cache_key(target: usize, groups: &[String]) -> CacheKey {
+    let mut g: Vec<String> = groups.to_vec();
+    g.sort_unstable();
+    g.dedup();
+    (target, g.into_boxed_slice())
+}
 
 /// A shard's view of the policy.
 pub struct ShardPolicy {
@@ -85,6 +96,9 @@ pub struct ShardPolicy {
     seen: Cell<u64>,
     state: RefCell<Arc<PolicyState>>,
     compiled: RefCell<HashMap<CacheKey, Rc<RedisRules>>>,
+    compiled_sql: RefCell<HashMap<CacheKey, Rc<SqlRules>>>,
+    /// Classified SQL texts, shared by the shard's PostgreSQL sessions.
+    pub sql_cache: RefCell<SqlCache>,
     shard: usize,
     /// Approval requests issued by this shard.
     approvals: Cell<u64>,
@@ -107,6 +121,8 @@ impl ShardPolicy {
             seen: Cell::new(seen),
             state: RefCell::new(state),
             compiled: RefCell::new(HashMap::new()),
+            compiled_sql: RefCell::new(HashMap::new()),
+            sql_cache: RefCell::new(SqlCache::new(SQL_CACHE_ENTRIES)),
             shard,
             approvals: Cell::new(0),
             approval_prefix: u32::from_le_bytes(prefix),
@@ -120,6 +136,7 @@ impl ShardPolicy {
         if g != self.seen.get() {
             *self.state.borrow_mut() = self.handle.load();
             self.compiled.borrow_mut().clear();
+            self.compiled_sql.borrow_mut().clear();
             self.seen.set(g);
         }
         g
@@ -134,10 +151,7 @@ impl ShardPolicy {
     /// target's table (cached per shard until the policy changes).
     pub fn redis_rules(&self, target: usize, groups: &[String]) -> Rc<RedisRules> {
         self.refresh();
-        let mut key_groups: Vec<String> = groups.to_vec();
-        key_groups.sort_unstable();
-        key_groups.dedup();
-        let key = (target, key_groups.into_boxed_slice());
+        let key = cache_key(target, groups);
         if let Some(r) = self.compiled.borrow().get(&key) {
             return r.clone();
         }
@@ -145,6 +159,23 @@ impl ShardPolicy {
         let table = state.table(target);
         let rules = Rc::new(RedisRules::compile(&state.policy, target, groups, &table));
         let mut cache = self.compiled.borrow_mut();
+        if cache.len() >= COMPILED_MAX {
+            cache.clear();
+        }
+        cache.insert(key, rules.clone());
+        rules
+    }
+
+    /// The PostgreSQL rules of `target` for `groups` (cached per shard
+    /// until the policy changes).
+    pub fn sql_rules(&self, target: usize, groups: &[String]) -> Rc<SqlRules> {
+        self.refresh();
+        let key = cache_key(target, groups);
+        if let Some(r) = self.compiled_sql.borrow().get(&key) {
+            return r.clone();
+        }
+        let rules = Rc::new(SqlRules::compile(&self.state().policy, target, groups));
+        let mut cache = self.compiled_sql.borrow_mut();
         if cache.len() >= COMPILED_MAX {
             cache.clear();
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use custos_parsers::resp::{self, HeadStatus, Limits};
 
 use super::redis::{CommandTable, FrameArgs};
+use super::sql;
 use super::*;
 use crate::config::Config;
 use crate::identity::Identity;
@@ -747,4 +748,395 @@ auth = "none"
     .unwrap_err()
     .to_string();
     assert!(err.contains("`target.default_action`"), "{err}");
+}
+
+const SQL_POLICY: &str = r#"
+[[target]]
+name = "db"
+protocol = "postgres"
+listen = "127.0.0.1:15433"
+upstream = "127.0.0.1:5432"
+upstream_user = "app"
+allow_plaintext_auth = true
+auth = "none"
+
+[[target]]
+name = "strict"
+protocol = "postgres"
+listen = "127.0.0.1:15434"
+upstream = "127.0.0.1:5432"
+upstream_user = "app"
+allow_plaintext_auth = true
+auth = "none"
+default_action = "block"
+
+[[rule]]
+id = "no-ddl"
+target = "db"
+groups = ["*"]
+statement = ["DROP", "TRUNCATE"]
+action = "block"
+reason = "destructive statement"
+
+[[rule]]
+id = "no-mass-update"
+target = "db"
+groups = ["*"]
+without_where = true
+action = "block"
+reason = "UPDATE or DELETE without WHERE"
+
+[[rule]]
+id = "no-file-functions"
+target = "db"
+groups = ["*"]
+functions = ["pg_read_file", "pg_ls_dir", "lo_*"]
+action = "block"
+reason = "server file access"
+
+[[rule]]
+id = "no-copy-program"
+target = "db"
+groups = ["*"]
+statement = ["COPY PROGRAM"]
+action = "block"
+reason = "shell commands"
+
+[[rule]]
+id = "secrets-table"
+target = "db"
+groups = ["*"]
+tables = ["public.secrets", "vault.*"]
+action = "block"
+reason = "secret tables"
+
+[[rule]]
+id = "grants"
+target = "db"
+groups = ["*"]
+statement = ["GRANT", "REVOKE", "SET_ROLE"]
+action = "approve"
+reason = "privilege change"
+
+[[rule]]
+id = "analysts-read"
+target = "db"
+groups = ["analysts"]
+statement = ["SELECT"]
+action = "allow"
+
+[[rule]]
+id = "analysts-other"
+target = "db"
+groups = ["analysts"]
+action = "block"
+reason = "analysts only read"
+
+[[rule]]
+id = "dba-dynamic"
+target = "db"
+groups = ["dba"]
+statement = ["UNKNOWN", "DO", "EXECUTE", "PREPARE", "DELETE", "SELECT"]
+action = "allow"
+
+[[rule]]
+id = "dba-garbage"
+target = "db"
+groups = ["dba"]
+statement = ["UNPARSEABLE"]
+action = "allow"
+
+[[rule]]
+id = "strict-read"
+target = "strict"
+groups = ["*"]
+statement = ["SELECT", "TRANSACTION", "SHOW", "SET"]
+action = "allow"
+
+[[rule]]
+id = "writers"
+target = "strict"
+groups = ["writers"]
+statement = ["INSERT", "UPDATE", "SELECT"]
+tables = ["app.*"]
+action = "allow"
+"#;
+
+/// (target, groups, SQL, action, rule)
+const SQL_CASES: &[(&str, &str, &str, Action, &str)] = &[
+    ("db", "", "SELECT 1", A, "default"),
+    ("db", "", "SELECT * FROM users", A, "default"),
+    ("db", "", "INSERT INTO users VALUES (1)", A, "default"),
+    ("db", "", "DROP TABLE users", B, "no-ddl"),
+    ("db", "", "drop table users", B, "no-ddl"),
+    ("db", "", "/* x */ DrOp TaBlE \"users\"", B, "no-ddl"),
+    ("db", "", "SELECT 1; DROP TABLE users", B, "no-ddl"),
+    ("db", "", "SELECT ';DROP TABLE x'", A, "default"),
+    ("db", "", "-- DROP TABLE x\nSELECT 1", A, "default"),
+    ("db", "", "SELECT $$; DROP TABLE x$$", A, "default"),
+    ("db", "", "TRUNCATE users", B, "no-ddl"),
+    ("db", "", "truncate table users cascade", B, "no-ddl"),
+    ("db", "", "DROP FUNCTION f()", B, "no-ddl"),
+    ("db", "", "CREATE TABLE x (a int)", A, "default"),
+    ("db", "", "UPDATE users SET a = 1", B, "no-mass-update"),
+    (
+        "db",
+        "",
+        "UPDATE users SET a = 1 WHERE id = 2",
+        A,
+        "default",
+    ),
+    ("db", "", "DELETE FROM users", B, "no-mass-update"),
+    ("db", "", "DELETE FROM users WHERE id = 1", A, "default"),
+    (
+        "db",
+        "",
+        "WITH d AS (DELETE FROM users RETURNING *) SELECT * FROM d",
+        B,
+        "no-mass-update",
+    ),
+    (
+        "db",
+        "",
+        "WITH d AS (DELETE FROM users WHERE id = 1 RETURNING *) SELECT * FROM d",
+        A,
+        "default",
+    ),
+    (
+        "db",
+        "",
+        "EXPLAIN ANALYZE DELETE FROM users",
+        B,
+        "no-mass-update",
+    ),
+    (
+        "db",
+        "",
+        "SELECT pg_read_file('/etc/passwd')",
+        B,
+        "no-file-functions",
+    ),
+    (
+        "db",
+        "",
+        "SELECT PG_READ_FILE('/etc/passwd')",
+        B,
+        "no-file-functions",
+    ),
+    (
+        "db",
+        "",
+        "SELECT pg_catalog.pg_read_file('x')",
+        B,
+        "no-file-functions",
+    ),
+    (
+        "db",
+        "",
+        "SELECT lo_import('/etc/passwd')",
+        B,
+        "no-file-functions",
+    ),
+    (
+        "db",
+        "",
+        "SELECT * FROM pg_ls_dir('.')",
+        B,
+        "no-file-functions",
+    ),
+    ("db", "", "SELECT now()", A, "default"),
+    (
+        "db",
+        "",
+        "COPY users TO PROGRAM 'cat'",
+        B,
+        "no-copy-program",
+    ),
+    ("db", "", "COPY users TO STDOUT", A, "default"),
+    ("db", "", "SELECT * FROM secrets", B, "secrets-table"),
+    ("db", "", "SELECT * FROM public.secrets", B, "secrets-table"),
+    ("db", "", "SELECT * FROM other.secrets", A, "default"),
+    ("db", "", "SELECT * FROM \"secrets\"", B, "secrets-table"),
+    ("db", "", "SELECT * FROM vault.keys", B, "secrets-table"),
+    (
+        "db",
+        "",
+        "SELECT * FROM users JOIN vault.keys ON true",
+        B,
+        "secrets-table",
+    ),
+    (
+        "db",
+        "",
+        "SELECT * FROM users WHERE id IN (SELECT id FROM secrets)",
+        B,
+        "secrets-table",
+    ),
+    ("db", "", "GRANT ALL ON users TO bob", P, "grants"),
+    ("db", "", "REVOKE ALL ON users FROM bob", P, "grants"),
+    ("db", "", "SET ROLE admin", P, "grants"),
+    ("db", "", "DO $$BEGIN DROP TABLE users; END$$", B, "no-ddl"),
+    (
+        "db",
+        "",
+        "DO $$BEGIN EXECUTE 'DROP TABLE ' || 'users'; END$$",
+        B,
+        "unclassified",
+    ),
+    (
+        "db",
+        "",
+        "PREPARE p AS DELETE FROM users",
+        B,
+        "no-mass-update",
+    ),
+    ("db", "", "EXECUTE p", B, "unclassified"),
+    ("db", "", "SELEC 1", B, "unclassified"),
+    ("db", "", "SELECT (", B, "unclassified"),
+    ("db", "analysts", "SELECT * FROM users", A, "analysts-read"),
+    ("db", "analysts", "select 1", A, "analysts-read"),
+    (
+        "db",
+        "analysts",
+        "SELECT 1; DELETE FROM users WHERE id = 1",
+        B,
+        "analysts-other",
+    ),
+    (
+        "db",
+        "analysts",
+        "INSERT INTO t VALUES (1)",
+        B,
+        "analysts-other",
+    ),
+    (
+        "db",
+        "analysts",
+        "SELECT * FROM secrets",
+        B,
+        "secrets-table",
+    ),
+    (
+        "db",
+        "analysts",
+        "WITH x AS (UPDATE t SET a = 1 WHERE b RETURNING 1) SELECT * FROM x",
+        B,
+        "analysts-other",
+    ),
+    ("db", "analysts", "SELEC 1", B, "analysts-other"),
+    ("db", "analysts", "DROP TABLE t", B, "no-ddl"),
+    (
+        "db",
+        "dba",
+        "DO $$BEGIN EXECUTE 'SELECT ' || 'x'; END$$",
+        A,
+        "dba-dynamic",
+    ),
+    ("db", "dba", "EXECUTE p", A, "dba-dynamic"),
+    ("db", "dba", "SELEC 1", A, "dba-garbage"),
+    ("db", "dba", "DROP TABLE t", B, "no-ddl"),
+    ("strict", "", "SELECT 1", A, "strict-read"),
+    ("strict", "", "BEGIN", A, "strict-read"),
+    ("strict", "", "SHOW search_path", A, "strict-read"),
+    ("strict", "", "SET search_path = app", A, "strict-read"),
+    ("strict", "", "INSERT INTO app.t VALUES (1)", B, "default"),
+    ("strict", "", "SELEC", B, "unclassified"),
+    (
+        "strict",
+        "writers",
+        "INSERT INTO app.t VALUES (1)",
+        A,
+        "writers",
+    ),
+    (
+        "strict",
+        "writers",
+        "INSERT INTO public.t VALUES (1)",
+        B,
+        "default",
+    ),
+    (
+        "strict",
+        "writers",
+        "INSERT INTO t VALUES (1)",
+        B,
+        "default",
+    ),
+    (
+        "strict",
+        "writers",
+        "UPDATE app.t SET a = 1 WHERE b = 2",
+        A,
+        "writers",
+    ),
+    (
+        "strict",
+        "writers",
+        "INSERT INTO app.t SELECT * FROM public.secrets",
+        B,
+        "default",
+    ),
+    (
+        "strict",
+        "writers",
+        "DELETE FROM app.t WHERE a = 1",
+        B,
+        "default",
+    ),
+];
+
+#[test]
+fn sql_corpus() {
+    let cfg = config(SQL_POLICY);
+    let mut cache = sql::SqlCache::new(64);
+    for &(t, g, text, action, rule) in SQL_CASES {
+        let target = cfg.targets.iter().position(|x| x.name == t).unwrap();
+        let rules = decide::SqlRules::compile(&cfg.policy, target, &groups(g));
+        // Cached and uncached classification decide the same.
+        for facts in [
+            sql::classify(text).map(Rc::new),
+            cache.classify(text),
+            cache.classify(text),
+        ] {
+            let d = rules.decide(&facts);
+            assert_eq!(
+                explain(&cfg.policy, target, d),
+                (action, rule.to_string()),
+                "{t} [{g}] {text}: {facts:?}"
+            );
+        }
+    }
+    assert!(REDIS_CASES.len() + SQL_CASES.len() >= 150);
+}
+
+#[test]
+fn sql_rule_errors() {
+    let base = &SQL_POLICY[..SQL_POLICY.find("[[rule]]").unwrap()];
+    for (rule, want) in [
+        (
+            "[[rule]]\nid = \"a\"\ntarget = \"db\"\ngroups = [\"*\"]\naction = \"allow\"\nstatement = [\"DROPP\"]\n",
+            "`rule.statement`",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\ntarget = \"db\"\ngroups = [\"*\"]\naction = \"allow\"\ncommand = [\"GET\"]\n",
+            "`rule.command`: does not apply",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\ntarget = \"db\"\ngroups = [\"*\"]\naction = \"allow\"\ntables = [\"a.b.c\"]\n",
+            "`rule.tables`",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\ntarget = \"db\"\ngroups = [\"*\"]\naction = \"allow\"\nwithout_where = false\n",
+            "`rule.without_where`",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\ntarget = \"*\"\ngroups = [\"*\"]\naction = \"allow\"\nstatement = [\"DROP\"]\nkeys = [\"x\"]\n",
+            "mixes",
+        ),
+    ] {
+        let err = Config::parse(Path::new("custos.toml"), &format!("{base}{rule}"))
+            .expect_err(rule)
+            .to_string();
+        assert!(err.contains(want), "{rule}: {err}");
+    }
 }

@@ -30,6 +30,8 @@ use super::upstream;
 use crate::config::AuthMode;
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
+use crate::policy::SqlGate;
+use crate::policy::pg::{StandIns, parse_stand_in, stand_in};
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::stream::{self, StreamRead, StreamWrite};
@@ -85,6 +87,10 @@ struct Session {
     space: LocalNotify,
     /// When the identity's token runs out.
     expiry: Option<Expiry>,
+    /// Policy: decides each Query and Parse before it is forwarded.
+    gate: SqlGate,
+    /// The store's replies to refused Parses that the client must not see.
+    stand_ins: StandIns,
 }
 
 impl Session {
@@ -181,6 +187,7 @@ async fn run(
         }
     };
     let expiry = session_expiry(shard, &identity);
+    let gate = SqlGate::new(shard.policy.clone(), target.index, &identity);
     debug!(
         shard = shard.id,
         target = %target.target.name,
@@ -267,6 +274,8 @@ async fn run(
         protocol_error: RefCell::new(None),
         space: LocalNotify::default(),
         expiry,
+        gate,
+        stand_ins: StandIns::default(),
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -432,6 +441,8 @@ async fn client_side(
     let mut unprocessed = !buf.bytes().is_empty();
     // One timer for the session's life, not one per read.
     let mut expiry_timer = std::pin::pin!(sleep_until(s.expiry));
+    // The rest of a refused message too large to inspect is dropped.
+    let mut dropping = false;
     loop {
         s.check_control();
         if s.ended() {
@@ -462,52 +473,83 @@ async fn client_side(
             m.client_bytes_received.add(n as u64);
         }
 
-        let data = buf.bytes();
         let mut pos = 0;
+        let mut fwd = 0;
         let mut terminate = false;
         let mut bad: Option<String> = None;
         let now = Instant::now();
-        pos += framing.resume(data.len());
-        while !framing.streaming() && pos < data.len() {
-            let h = match framing.next(&data[pos..]) {
-                Next::Whole(h) | Next::Streamed(h) => h,
-                Next::Wait => break,
-                Next::Bad(e) => {
-                    bad = Some(format!("invalid message: {e}"));
+        pos += framing.resume(buf.bytes().len());
+        if dropping {
+            fwd = pos;
+            dropping = framing.streaming();
+        }
+        'scan: loop {
+            let data = buf.bytes();
+            // Policy hook: a refused Query or Parse is replaced by a stand-in.
+            let mut refused: Option<(usize, usize, Vec<u8>)> = None;
+            while !framing.streaming() && pos < data.len() {
+                let h = match framing.next(&data[pos..]) {
+                    Next::Whole(h) | Next::Streamed(h) => h,
+                    Next::Wait => break,
+                    Next::Bad(e) => {
+                        bad = Some(format!("invalid message: {e}"));
+                        break;
+                    }
+                };
+                if !session_tag(h.tag) {
+                    bad = Some(format!(
+                        "invalid frontend message type {:?}",
+                        char::from(h.tag)
+                    ));
                     break;
                 }
-            };
-            if !session_tag(h.tag) {
-                bad = Some(format!(
-                    "invalid frontend message type {:?}",
-                    char::from(h.tag)
-                ));
-                break;
-            }
-            match h.tag {
-                tag::QUERY | tag::FUNCTION_CALL => {
-                    m.commands.add(1);
-                    s.syncs.borrow_mut().push_back(now);
+                if let Some(replacement) = policy_check(s, &data[pos..], h, framing.streaming()) {
+                    if h.tag == tag::QUERY {
+                        m.commands.add(1);
+                        s.syncs.borrow_mut().push_back(now);
+                    }
+                    refused = Some((pos, h.len, replacement));
+                    break;
                 }
-                tag::SYNC => s.syncs.borrow_mut().push_back(now),
-                tag::EXECUTE => m.commands.add(1),
-                tag::TERMINATE => terminate = true,
-                _ => {}
+                s.stand_ins.client_message(h.tag);
+                match h.tag {
+                    tag::QUERY | tag::FUNCTION_CALL => {
+                        m.commands.add(1);
+                        s.syncs.borrow_mut().push_back(now);
+                    }
+                    tag::SYNC => s.syncs.borrow_mut().push_back(now),
+                    tag::EXECUTE => m.commands.add(1),
+                    tag::TERMINATE => terminate = true,
+                    _ => {}
+                }
+                pos += h.len.min(data.len() - pos);
+                if terminate {
+                    break;
+                }
             }
-            pos += h.len.min(data.len() - pos);
-            if terminate {
-                break;
+            if let Some((at, len, replacement)) = refused {
+                // What came before goes first, then the stand-in; the refused
+                // bytes never leave the buffer.
+                let ok = forward_range(&mut uwrite, &mut buf, fwd, at).await
+                    && uwrite.write_vec(replacement).await.0.is_ok();
+                if !ok {
+                    s.finish(End::UpstreamLost);
+                    return (cread, uwrite);
+                }
+                pos = at + len.min(buf.bytes().len() - at);
+                fwd = pos;
+                dropping = framing.streaming();
+                continue 'scan;
             }
+            break;
         }
-        s.client_mid_message.set(framing.streaming());
-        s.client_buffered.set(pos < data.len());
+        s.client_mid_message.set(framing.streaming() && !dropping);
+        s.client_buffered.set(pos < buf.bytes().len());
 
         if pos > 0 {
-            let v = buf.take();
-            let (res, v) = uwrite.write_range(v, 0, pos).await;
-            buf.put(v);
+            let ok = forward_range(&mut uwrite, &mut buf, fwd, pos).await;
             buf.consume(pos);
-            if res.is_err() {
+            if !ok {
                 s.finish(End::UpstreamLost);
                 break;
             }
@@ -528,6 +570,55 @@ async fn client_side(
         }
     }
     (cread, uwrite)
+}
+
+/// Writes `buf[from..to]` to the store; `false` when the store is gone.
+async fn forward_range(
+    uwrite: &mut StreamWrite,
+    buf: &mut ConnBuf,
+    from: usize,
+    to: usize,
+) -> bool {
+    if from >= to {
+        return true;
+    }
+    let v = buf.take();
+    let (res, v) = uwrite.write_range(v, from, to).await;
+    buf.put(v);
+    res.is_ok()
+}
+
+/// Policy hook: the messages to send instead of the Query or Parse at the
+/// start of `msg` when policy refuses it; `None` to forward it. A message
+/// still streaming in (larger than the buffer) cannot be inspected and is
+/// refused.
+fn policy_check(s: &Session, msg: &[u8], h: pgwire::Header, streaming: bool) -> Option<Vec<u8>> {
+    use frontend::tag;
+    if h.tag != tag::QUERY && h.tag != tag::PARSE {
+        return None;
+    }
+    let carrier = if streaming {
+        Some(stand_in(
+            "custos: statement too large to inspect (rule unclassified)",
+            None,
+        ))
+    } else {
+        match frontend::parse(&msg[..h.len]) {
+            Ok(frontend::Message::Query { sql }) => s.gate.check(sql),
+            Ok(frontend::Message::Parse { sql, .. }) => s.gate.check(sql),
+            // Malformed: the store refuses it the same way it would.
+            _ => None,
+        }
+    }?;
+    let mut out = Vec::with_capacity(carrier.len() + 32);
+    if h.tag == tag::QUERY {
+        encode::query(&mut out, carrier.as_bytes());
+        s.stand_ins.client_message(tag::QUERY);
+    } else {
+        parse_stand_in(&mut out, &carrier);
+        s.stand_ins.client_stand_in();
+    }
+    Some(out)
 }
 
 /// Completes when the session is to end; wake-ups that do not end it (a
@@ -713,6 +804,8 @@ async fn upstream_side(
         let mut pos = 0;
         let mut ready = false;
         let mut broken = false;
+        // Replies to policy stand-ins, kept from the client (rare).
+        let mut skipped: Vec<(usize, usize)> = Vec::new();
         pos += framing.resume(data.len());
         while !framing.streaming() && pos < data.len() {
             let h = match framing.next(&data[pos..]) {
@@ -729,6 +822,9 @@ async fn upstream_side(
                 }
             };
             let msg = &data[pos..pos + h.len];
+            if s.stand_ins.store_message(h.tag) {
+                skipped.push((pos, pos + h.len));
+            }
             match h.tag {
                 tag::READY_FOR_QUERY => {
                     if let Ok(backend::Message::ReadyForQuery { status }) = backend::parse(msg) {
@@ -755,15 +851,23 @@ async fn upstream_side(
         s.store_mid_message.set(framing.streaming());
 
         if pos > 0 {
-            let v = buf.take();
-            let (res, v) = cwrite.write_range(v, 0, pos).await;
-            buf.put(v);
+            let mut from = 0;
+            let mut ok = true;
+            for (a, b) in skipped.drain(..).chain([(pos, pos)]) {
+                if ok && from < a {
+                    let v = buf.take();
+                    let (res, v) = cwrite.write_range(v, from, a).await;
+                    buf.put(v);
+                    ok = res.is_ok();
+                    m.client_bytes_sent.add((a - from) as u64);
+                }
+                from = b;
+            }
             buf.consume(pos);
-            if res.is_err() {
+            if !ok {
                 s.finish(End::ClientGone);
                 break;
             }
-            m.client_bytes_sent.add(pos as u64);
         }
         if broken {
             s.finish(End::UpstreamLost);
