@@ -5,6 +5,10 @@
 //! (the session's hot path). `redis/keys`: a rule with key globs applies,
 //! so each command's keys are found with its key specifications first.
 //! Inputs are pre-encoded RESP commands, as the session holds them.
+//!
+//! `sql/uncached`: PostgreSQL's parser on every statement, then the
+//! decision; `sql/cached`: the shard's classification cache in front, as a
+//! session sees repeated statements.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -14,7 +18,9 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use custos::config::Config;
 use custos::identity::Identity;
+use custos::policy::decide::SqlRules;
 use custos::policy::redis::FrameArgs;
+use custos::policy::sql::{SqlCache, classify};
 use custos::policy::{Gate, PolicyHandle, PolicyState, RedisGate, ShardPolicy};
 use custos_parsers::resp::{self, CommandHead, HeadStatus, Limits};
 
@@ -134,5 +140,61 @@ fn redis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, redis);
+/// A 50-rule PostgreSQL policy: statement kinds, tables, functions.
+fn fifty_sql_rules() -> String {
+    let mut s = String::from(
+        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:15433\"\nupstream = \"127.0.0.1:5432\"\nupstream_user = \"app\"\nallow_plaintext_auth = true\nauth = \"none\"\n",
+    );
+    for i in 0..46 {
+        s.push_str(&format!(
+            "\n[[rule]]\nid = \"team-{i}\"\ntarget = \"db\"\ngroups = [\"team-{i}\"]\nstatement = [\"INSERT\", \"UPDATE\", \"SELECT\"]\ntables = [\"team{i}.*\"]\naction = \"allow\"\n"
+        ));
+    }
+    for (id, key) in [
+        ("no-ddl", "statement = [\"DROP\", \"TRUNCATE\"]"),
+        ("no-mass-update", "without_where = true"),
+        ("no-files", "functions = [\"pg_read_file\", \"lo_*\"]"),
+        ("no-secrets", "tables = [\"public.secrets\", \"vault.*\"]"),
+    ] {
+        s.push_str(&format!(
+            "\n[[rule]]\nid = \"{id}\"\ntarget = \"db\"\ngroups = [\"*\"]\n{key}\naction = \"block\"\nreason = \"{id}\"\n"
+        ));
+    }
+    s
+}
+
+const SQL: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+    "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+    "WITH recent AS (SELECT * FROM memories WHERE agent = $1 ORDER BY created DESC LIMIT 10) SELECT m.*, e.embedding FROM recent m JOIN embeddings e ON e.id = m.id",
+];
+
+fn sql(c: &mut Criterion) {
+    let cfg = Config::parse(Path::new("bench.toml"), &fifty_sql_rules()).expect("bench policy");
+    assert_eq!(cfg.policy.rules.len(), 50);
+    let rules = SqlRules::compile(&cfg.policy, 0, &["analysts".to_string()]);
+    let mut group = c.benchmark_group("policy/sql");
+    group.throughput(Throughput::Elements(SQL.len() as u64));
+    group.bench_function("uncached_50_rules", |b| {
+        b.iter(|| {
+            for q in SQL {
+                let facts = classify(black_box(q)).map(std::rc::Rc::new);
+                black_box(rules.decide(&facts));
+            }
+        })
+    });
+    let mut cache = SqlCache::new(4096);
+    group.bench_function("cached_50_rules", |b| {
+        b.iter(|| {
+            for q in SQL {
+                let facts = cache.classify(black_box(q));
+                black_box(rules.decide(&facts));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, redis, sql);
 criterion_main!(benches);
