@@ -18,6 +18,8 @@ use toml::Spanned;
 
 use crate::audit::config::{AuditConfig, RawAudit};
 use crate::identity::config::{IdentityConfig, RawIdentity};
+use crate::policy::config::RawRule;
+use crate::policy::{Action, Policy};
 use crate::secret::Secret;
 use crate::tls::UpstreamTls;
 
@@ -57,7 +59,7 @@ impl ConfigError {
 }
 
 /// 1-based line number of byte offset `at` in `src`.
-fn line_of(src: &str, at: usize) -> usize {
+pub(crate) fn line_of(src: &str, at: usize) -> usize {
     src.as_bytes()[..at.min(src.len())]
         .iter()
         .filter(|&&b| b == b'\n')
@@ -80,7 +82,8 @@ struct RawConfig {
     // instead of a silently ignored policy.
     identity: Option<Spanned<RawIdentity>>,
     audit: Option<Spanned<RawAudit>>,
-    rule: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     mask: Vec<Spanned<crate::mask::config::RawMask>>,
 }
@@ -155,6 +158,7 @@ struct RawTarget {
     pending_replies_max: Option<Spanned<usize>>,
     connect_timeout_ms: Option<Spanned<u64>>,
     upstream_sharing: Option<bool>,
+    default_action: Option<Spanned<String>>,
 }
 
 /// The wire protocol a target speaks.
@@ -203,6 +207,10 @@ pub struct Config {
     pub masks: std::sync::Arc<crate::mask::Masks>,
     /// The audit trail (`[audit]`); `None` keeps none.
     pub audit: Option<AuditConfig>,
+    /// The `[[rule]]`s and each target's default action.
+    pub policy: Arc<Policy>,
+    /// The file the configuration was read from (for reload).
+    pub source: PathBuf,
 }
 
 /// Process-wide settings (`[server]`).
@@ -261,6 +269,8 @@ pub struct Target {
     pub allow_plaintext_auth: bool,
     /// TLS towards the store; `None` for plain TCP.
     pub upstream_tls: Option<UpstreamTls>,
+    /// What policy does with a request no rule matches.
+    pub default_action: Action,
 }
 
 impl Default for Server {
@@ -294,18 +304,6 @@ impl Config {
         let raw: RawConfig = toml::from_str(src)
             .map_err(|e| ConfigError::plain(path, format_args!("{}", e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-
-        for (key, value) in [("rule", &raw.rule)] {
-            if let Some(v) = value {
-                return Err(ConfigError::at(
-                    path,
-                    src,
-                    v.span(),
-                    key,
-                    "not supported by this build yet; refusing to start rather than ignore it",
-                ));
-            }
-        }
 
         let mut server = Server::default();
         if let Some(w) = &raw.server.workers {
@@ -405,12 +403,15 @@ impl Config {
             return Err(ConfigError::plain(path, "no [[target]]: nothing to front"));
         }
         let masks = crate::mask::config::validate(path, src, base, &raw.mask, &targets)?;
+        let policy = crate::policy::config::validate(path, src, &raw.rule, &targets)?;
         Ok(Config {
             server,
             targets,
             identity,
             masks: std::sync::Arc::new(crate::mask::Masks::new(masks)),
             audit,
+            policy: Arc::new(policy),
+            source: path.to_path_buf(),
         })
     }
 }
@@ -571,6 +572,11 @@ fn validate_target(
         client_tls: tls.client,
         allow_plaintext_auth: t.allow_plaintext_auth.unwrap_or(false),
         upstream_tls: tls.upstream,
+        default_action: crate::policy::config::default_action(
+            path,
+            src,
+            t.default_action.as_ref(),
+        )?,
     })
 }
 
@@ -917,13 +923,6 @@ auth = "none"
             .to_string();
         assert!(err.contains("colour"), "{err}");
         assert!(err.contains("line 12"), "{err}");
-    }
-
-    #[test]
-    fn unimplemented_sections_are_refused_not_ignored() {
-        let src = format!("{MINIMAL}\n[[rule]]\nid = \"x\"\naction = \"block\"\n");
-        let err = parse(&src).unwrap_err().to_string();
-        assert!(err.contains("`rule`") && err.contains("line 13"), "{err}");
     }
 
     #[test]

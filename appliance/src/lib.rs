@@ -13,6 +13,7 @@ pub mod config;
 pub mod identity;
 pub mod mask;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod runtime;
 pub mod secret;

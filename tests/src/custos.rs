@@ -179,6 +179,11 @@ impl TargetConfig {
         self.extra.push('\n');
         self
     }
+
+    /// `default_action`: what policy does when no rule matches.
+    pub fn default_action(self, action: &str) -> Self {
+        self.extra_line(&format!("default_action = {action:?}"))
+    }
 }
 
 /// The whole configuration file, minus the ports the harness allocates.
@@ -196,6 +201,8 @@ pub struct CustosConfig {
     pub server_extra: String,
     /// Raw TOML sections (such as `[identity]`) written before the targets.
     pub sections: String,
+    /// `[[rule]]` tables, written after the targets.
+    pub rules: String,
 }
 
 impl CustosConfig {
@@ -209,6 +216,7 @@ impl CustosConfig {
             targets: vec![TargetConfig::redis("cache", upstream)],
             server_extra: String::new(),
             sections: String::new(),
+            rules: String::new(),
         }
     }
 
@@ -227,6 +235,7 @@ impl CustosConfig {
             targets: vec![target],
             server_extra: String::new(),
             sections: String::new(),
+            rules: String::new(),
         }
     }
 
@@ -319,6 +328,14 @@ impl CustosConfig {
         ))
     }
 
+    /// Adds a `[[rule]]` whose keys are the TOML lines of `body`.
+    pub fn rule(mut self, body: &str) -> Self {
+        self.rules.push_str("\n[[rule]]\n");
+        self.rules.push_str(body.trim());
+        self.rules.push('\n');
+        self
+    }
+
     /// Adds a target.
     pub fn add_target(mut self, target: TargetConfig) -> Self {
         self.targets.push(target);
@@ -407,6 +424,7 @@ impl CustosConfig {
             }
             t.push_str(&target.extra);
         }
+        t.push_str(&self.rules);
         t
     }
 }

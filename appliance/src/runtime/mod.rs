@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, IoDriver};
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyHandle, PolicyState};
 use crate::proxy::postgres::cancel::CancelKeys;
 
 /// State every thread sees. Written rarely (start, stop); read by the
@@ -43,6 +44,8 @@ pub struct Shared {
     pub cancel_keys: Arc<CancelKeys>,
     /// Verifies client tokens; `None` without an `[identity]` section.
     pub verifier: Option<Arc<Verifier>>,
+    /// The policy in force; SIGHUP replaces it.
+    pub policy: Arc<PolicyHandle>,
 }
 
 /// The I/O driver the shards run on, decided once at start.
@@ -109,6 +112,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Policy decides with the stores' own command tables: read them before
+    // any client can connect.
+    let policy = Arc::new(PolicyHandle::new(PolicyState {
+        policy: config.policy.clone(),
+        tables: crate::policy::redis::fetch::fetch_all(&config),
+    }));
+    info!(rules = config.policy.rules.len(), "policy loaded");
     info!(
         driver = driver.name(),
         shards = config.server.workers,
@@ -126,6 +136,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         cancel_keys: Arc::new(CancelKeys::default()),
         verifier,
+        policy,
     });
 
     // The trail opens before any client can connect: a command must never
@@ -307,12 +318,13 @@ fn control_plane(
     };
     rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (mut term, mut int) = match (
+        let (mut term, mut int, mut hup) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 let _ = tx.send(Event::ControlFailed(format!(
                     "cannot install signal handlers: {e}"
                 )));
@@ -354,6 +366,7 @@ fn control_plane(
             tokio::select! {
                 _ = term.recv() => { let _ = tx.send(Event::Signal("SIGTERM")); }
                 _ = int.recv() => { let _ = tx.send(Event::Signal("SIGINT")); }
+                _ = hup.recv() => reload_policy(&shared).await,
                 _ = &mut stop => break,
             }
         }
@@ -366,4 +379,54 @@ fn control_plane(
             let _ = t.await;
         }
     });
+}
+
+/// SIGHUP: re-reads the configuration file and, when it is valid and
+/// fronts the same targets, makes its policy current on every shard. Live
+/// connections stay; each takes the new policy at its next command. An
+/// invalid file changes nothing. Only the policy (`[[rule]]`, targets'
+/// `default_action`) and the Redis stores' command tables are reloaded;
+/// other changes need a restart, and the log says so.
+async fn reload_policy(shared: &Arc<Shared>) {
+    let path = shared.config.source.clone();
+    info!(config = %path.display(), "SIGHUP: reloading the policy");
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let tables = crate::policy::redis::fetch::fetch_all(&config);
+        Ok((config, tables))
+    })
+    .await;
+    let (config, tables) = match loaded {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            error!(error = %e, "reload refused: the configuration is invalid; the policy in force stays");
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "reload failed; the policy in force stays");
+            return;
+        }
+    };
+    let running = &shared.config.targets;
+    let same_targets = config.targets.len() == running.len()
+        && config
+            .targets
+            .iter()
+            .zip(running)
+            .all(|(a, b)| a.name == b.name && a.protocol == b.protocol);
+    if !same_targets {
+        error!(
+            "reload refused: the targets changed (names, order or protocols); restart to change them; the policy in force stays"
+        );
+        return;
+    }
+    let rules = config.policy.rules.len();
+    shared.policy.publish(PolicyState {
+        policy: config.policy.clone(),
+        tables,
+    });
+    info!(
+        rules,
+        "policy reloaded; settings other than the policy take effect at the next restart"
+    );
 }

@@ -72,6 +72,8 @@ pub struct ShardCtx {
     pub token_cache: crate::identity::cache::TokenCache,
     /// This shard's end of the audit trail; `None` without `[audit]`.
     pub audit: Option<Rc<crate::audit::ShardAudit>>,
+    /// This shard's view of the policy.
+    pub policy: Rc<crate::policy::ShardPolicy>,
 }
 
 /// Runs shard `id` on the current thread until the process stops. `started`
@@ -183,6 +185,7 @@ async fn shard_main(
         id,
         token_cache: crate::identity::cache::TokenCache::new(TOKEN_CACHE_ENTRIES),
         audit: audit.map(Rc::new),
+        policy: Rc::new(crate::policy::ShardPolicy::new(shared.policy.clone(), id)),
         registry: Rc::new(Registry::default()),
         shared: shared.clone(),
         shared_upstreams: targets

@@ -33,6 +33,8 @@ use crate::identity::Identity;
 use crate::mask::postgres::{self as pgmask, ColumnIndex, Seen, Tracker};
 use crate::mask::{Scratch, SessionMask};
 use crate::metrics::ErrorKind;
+use crate::policy::SqlGate;
+use crate::policy::pg::{StandIns, parse_stand_in, stand_in};
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::stream::{self, StreamRead, StreamWrite};
@@ -102,6 +104,10 @@ struct Session {
     tracker: RefCell<Tracker>,
     /// The session's part of the audit trail.
     audit: Option<SessionAudit>,
+    /// Policy: decides each Query and Parse before it is forwarded.
+    gate: SqlGate,
+    /// The store's replies to refused Parses that the client must not see.
+    stand_ins: StandIns,
 }
 
 impl Session {
@@ -199,6 +205,7 @@ async fn run(
     };
     let expiry = session_expiry(shard, &identity);
     let audit = SessionAudit::start(shard, target, peer, &identity);
+    let gate = SqlGate::new(shard.policy.clone(), target.index, &identity);
     debug!(
         shard = shard.id,
         target = %target.target.name,
@@ -328,6 +335,8 @@ async fn run(
         columns,
         tracker: RefCell::new(Tracker::default()),
         audit,
+        gate,
+        stand_ins: StandIns::default(),
     };
     let (uread, uwrite, ubuf) = (up.read, up.write, up.buf);
     let ((cread, uwrite), (uread, cwrite)) = monoio::join!(
@@ -514,6 +523,8 @@ async fn client_side(
     let mut unprocessed = !buf.bytes().is_empty();
     // One timer for the session's life, not one per read.
     let mut expiry_timer = std::pin::pin!(sleep_until(s.expiry));
+    // The rest of a refused message too large to inspect is dropped.
+    let mut dropping = false;
     loop {
         s.check_control();
         if s.ended() {
@@ -548,93 +559,133 @@ async fn client_side(
             m.client_bytes_received.add(n as u64);
         }
 
-        let data = buf.bytes();
         let mut pos = 0;
+        let mut fwd = 0;
         let mut terminate = false;
         let mut bad: Option<String> = None;
         let mut unrecordable = false;
         let now = Instant::now();
-        // The batch as sent, when the appliance adds messages to it.
-        let mut injected: Option<Vec<u8>> = None;
-        pos += framing.resume(data.len());
-        while !framing.streaming() && pos < data.len() {
-            let (h, whole) = match framing.next(&data[pos..]) {
-                Next::Whole(h) => (h, true),
-                Next::Streamed(h) => (h, false),
-                Next::Wait => break,
-                Next::Bad(e) => {
-                    bad = Some(format!("invalid message: {e}"));
-                    break;
-                }
-            };
-            if !session_tag(h.tag) {
-                bad = Some(format!(
-                    "invalid frontend message type {:?}",
-                    char::from(h.tag)
-                ));
-                break;
-            }
-            if let Some(a) = &s.audit {
-                if a.refusing()
-                    && matches!(
-                        h.tag,
-                        tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
-                    )
-                {
-                    // What came before is forwarded and answered; this and
-                    // everything after it is refused with the session.
-                    unrecordable = true;
-                    break;
-                }
-                a.pg_frontend(&data[pos..pos + h.len.min(data.len() - pos)], whole, now);
-            }
-            match h.tag {
-                tag::QUERY | tag::FUNCTION_CALL => {
-                    m.commands.add(1);
-                    s.syncs.borrow_mut().push_back(now);
-                }
-                tag::SYNC => s.syncs.borrow_mut().push_back(now),
-                tag::EXECUTE => m.commands.add(1),
-                tag::TERMINATE => terminate = true,
-                _ => {}
-            }
-            let end = pos + h.len.min(data.len() - pos);
-            if s.mask.is_some() {
-                let mut tracker = s.tracker.borrow_mut();
-                let describe = if whole {
-                    tracker.frontend(&data[pos..end])
-                } else {
-                    tracker.frontend_streamed(h.tag);
-                    None
-                };
-                if let Some(portal) = describe {
-                    let out = injected.get_or_insert_with(|| data[..pos].to_vec());
-                    pgmask::describe_portal(out, &portal);
-                }
-            }
-            if let Some(out) = injected.as_mut() {
-                out.extend_from_slice(&data[pos..end]);
-            }
-            pos = end;
-            if terminate {
-                break;
-            }
+        pos += framing.resume(buf.bytes().len());
+        if dropping {
+            fwd = pos;
+            dropping = framing.streaming();
         }
-        s.client_mid_message.set(framing.streaming());
-        s.client_buffered.set(pos < data.len());
+        'scan: loop {
+            let data = buf.bytes();
+            // Policy hook: a refused Query or Parse is replaced by a stand-in.
+            let mut refused: Option<(usize, usize, Vec<u8>)> = None;
+            // Masking hook: a Describe the appliance sends in front of the
+            // Execute that ends at `pos`.
+            let mut describe: Option<Box<[u8]>> = None;
+            while !framing.streaming() && pos < data.len() {
+                let (h, whole) = match framing.next(&data[pos..]) {
+                    Next::Whole(h) => (h, true),
+                    Next::Streamed(h) => (h, false),
+                    Next::Wait => break,
+                    Next::Bad(e) => {
+                        bad = Some(format!("invalid message: {e}"));
+                        break;
+                    }
+                };
+                if !session_tag(h.tag) {
+                    bad = Some(format!(
+                        "invalid frontend message type {:?}",
+                        char::from(h.tag)
+                    ));
+                    break;
+                }
+                let end = pos + h.len.min(data.len() - pos);
+                if let Some(a) = &s.audit {
+                    if a.refusing()
+                        && matches!(
+                            h.tag,
+                            tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
+                        )
+                    {
+                        // What came before is forwarded and answered; this
+                        // and everything after it is refused with the session.
+                        unrecordable = true;
+                        break;
+                    }
+                    a.pg_frontend(&data[pos..end], whole, now);
+                }
+                if let Some(replacement) = policy_check(s, &data[pos..], h, framing.streaming()) {
+                    if h.tag == tag::QUERY {
+                        m.commands.add(1);
+                        s.syncs.borrow_mut().push_back(now);
+                        if s.mask.is_some() {
+                            // The stand-in is a Query too: its answer ends
+                            // at a ReadyForQuery like the refused one's.
+                            s.tracker.borrow_mut().frontend_streamed(tag::QUERY);
+                        }
+                    }
+                    refused = Some((pos, h.len, replacement));
+                    break;
+                }
+                s.stand_ins.client_message(h.tag);
+                match h.tag {
+                    tag::QUERY | tag::FUNCTION_CALL => {
+                        m.commands.add(1);
+                        s.syncs.borrow_mut().push_back(now);
+                    }
+                    tag::SYNC => s.syncs.borrow_mut().push_back(now),
+                    tag::EXECUTE => m.commands.add(1),
+                    tag::TERMINATE => terminate = true,
+                    _ => {}
+                }
+                if s.mask.is_some() {
+                    let mut tracker = s.tracker.borrow_mut();
+                    if whole {
+                        describe = tracker.frontend(&data[pos..end]);
+                    } else {
+                        tracker.frontend_streamed(h.tag);
+                    }
+                }
+                if describe.is_some() {
+                    // The Execute itself goes out after the Describe.
+                    let at = pos;
+                    pos = end;
+                    let portal = describe.take().unwrap_or_default();
+                    let ok = forward_range(&mut uwrite, &mut buf, fwd, at).await && {
+                        let mut d = Vec::with_capacity(16 + portal.len());
+                        pgmask::describe_portal(&mut d, &portal);
+                        uwrite.write_vec(d).await.0.is_ok()
+                    };
+                    if !ok {
+                        s.finish(End::UpstreamLost);
+                        return (cread, uwrite);
+                    }
+                    fwd = at;
+                    continue 'scan;
+                }
+                pos = end;
+                if terminate {
+                    break;
+                }
+            }
+            if let Some((at, len, replacement)) = refused {
+                // What came before goes first, then the stand-in; the refused
+                // bytes never leave the buffer.
+                let ok = forward_range(&mut uwrite, &mut buf, fwd, at).await
+                    && uwrite.write_vec(replacement).await.0.is_ok();
+                if !ok {
+                    s.finish(End::UpstreamLost);
+                    return (cread, uwrite);
+                }
+                pos = at + len.min(buf.bytes().len() - at);
+                fwd = pos;
+                dropping = framing.streaming();
+                continue 'scan;
+            }
+            break;
+        }
+        s.client_mid_message.set(framing.streaming() && !dropping);
+        s.client_buffered.set(pos < buf.bytes().len());
 
         if pos > 0 {
-            let res = match injected.take() {
-                Some(out) => uwrite.write_vec(out).await.0.map(|_| ()),
-                None => {
-                    let v = buf.take();
-                    let (res, v) = uwrite.write_range(v, 0, pos).await;
-                    buf.put(v);
-                    res.map(|_| ())
-                }
-            };
+            let ok = forward_range(&mut uwrite, &mut buf, fwd, pos).await;
             buf.consume(pos);
-            if res.is_err() {
+            if !ok {
                 s.finish(End::UpstreamLost);
                 break;
             }
@@ -660,6 +711,55 @@ async fn client_side(
         }
     }
     (cread, uwrite)
+}
+
+/// Writes `buf[from..to]` to the store; `false` when the store is gone.
+async fn forward_range(
+    uwrite: &mut StreamWrite,
+    buf: &mut ConnBuf,
+    from: usize,
+    to: usize,
+) -> bool {
+    if from >= to {
+        return true;
+    }
+    let v = buf.take();
+    let (res, v) = uwrite.write_range(v, from, to).await;
+    buf.put(v);
+    res.is_ok()
+}
+
+/// Policy hook: the messages to send instead of the Query or Parse at the
+/// start of `msg` when policy refuses it; `None` to forward it. A message
+/// still streaming in (larger than the buffer) cannot be inspected and is
+/// refused.
+fn policy_check(s: &Session, msg: &[u8], h: pgwire::Header, streaming: bool) -> Option<Vec<u8>> {
+    use frontend::tag;
+    if h.tag != tag::QUERY && h.tag != tag::PARSE {
+        return None;
+    }
+    let carrier = if streaming {
+        Some(stand_in(
+            "custos: statement too large to inspect (rule unclassified)",
+            None,
+        ))
+    } else {
+        match frontend::parse(&msg[..h.len]) {
+            Ok(frontend::Message::Query { sql }) => s.gate.check(sql),
+            Ok(frontend::Message::Parse { sql, .. }) => s.gate.check(sql),
+            // Malformed: the store refuses it the same way it would.
+            _ => None,
+        }
+    }?;
+    let mut out = Vec::with_capacity(carrier.len() + 32);
+    if h.tag == tag::QUERY {
+        encode::query(&mut out, carrier.as_bytes());
+        s.stand_ins.client_message(tag::QUERY);
+    } else {
+        parse_stand_in(&mut out, &carrier);
+        s.stand_ins.client_stand_in();
+    }
+    Some(out)
 }
 
 /// Completes when the session is to end; wake-ups that do not end it (a
@@ -916,7 +1016,14 @@ async fn upstream_side(
                 }
                 _ => {}
             }
-            if let Some(mask) = s.mask.as_deref() {
+            // Replies to policy stand-ins the client did not send are kept
+            // from it.
+            let stand_in = s.stand_ins.store_message(h.tag);
+            if stand_in {
+                out.extend_from_slice(&data[fwd..pos]);
+                fwd = pos + h.len;
+            }
+            if let Some(mask) = s.mask.as_deref().filter(|_| !stand_in) {
                 one.clear();
                 let seen = s.tracker.borrow_mut().backend(msg, mask, &s.columns);
                 let rewritten = match seen {

@@ -34,6 +34,9 @@ pub enum Expect {
     InternalAuth,
     /// Swallow, send the session's terminal error, end the session.
     Terminal,
+    /// Swallow and send the oldest of the session's local replies instead
+    /// (a command refused by policy: the reply names the rule).
+    Local,
 }
 
 /// One forwarded command.

@@ -7,6 +7,7 @@
 //! anyway.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use crate::identity::Identity;
 use crate::mask::redis::{Plan, mask_reply, plan_for_command};
 use crate::mask::{Scratch, SessionMask};
 use crate::metrics::ErrorKind;
+use crate::policy::redis::FrameArgs;
+use crate::policy::{Gate, RedisGate};
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::lingering_close;
@@ -109,6 +112,11 @@ struct Session {
     client_waits_for_space: Cell<bool>,
     /// The session's part of the audit trail.
     audit: Option<SessionAudit>,
+    /// Policy: decides each command before it is forwarded.
+    gate: RedisGate,
+    /// Replies written by the appliance in place of [`Expect::Local`]
+    /// entries' replies, oldest first.
+    local: RefCell<VecDeque<Vec<u8>>>,
 }
 
 impl Session {
@@ -187,6 +195,7 @@ pub async fn serve(
         .masks
         .for_session(&target.target.name, &identity);
     let audit = SessionAudit::start(&shard, &target, peer, &identity);
+    let gate = RedisGate::new(shard.policy.clone(), target.index, &identity);
 
     // Shared store connections carry replies for many sessions; a session
     // whose replies are masked reads its own.
@@ -197,6 +206,7 @@ pub async fn serve(
             &target,
             &shared,
             &registration.control,
+            &gate,
             peer,
             expiry,
             cr,
@@ -237,6 +247,8 @@ pub async fn serve(
                 space: LocalNotify::default(),
                 client_waits_for_space: Cell::new(false),
                 audit,
+                gate,
+                local: RefCell::new(VecDeque::new()),
             };
             proxy(&s, cr, cw, up, leftover).await;
             debug!(shard = shard.id, target = %target.target.name, %peer, end = ?s.end.get(), "session end");
@@ -343,6 +355,7 @@ async fn shared_phase(
     target: &Rc<TargetCtx>,
     shared: &Rc<SharedUpstream>,
     control: &Rc<SessionControl>,
+    gate: &RedisGate,
     peer: SocketAddr,
     expiry: Option<Expiry>,
     cr: ClientRead,
@@ -364,6 +377,7 @@ async fn shared_phase(
         target,
         shared,
         control,
+        gate,
         &inbox,
         &end,
         &settle,
@@ -398,6 +412,7 @@ async fn shared_reader(
     target: &Rc<TargetCtx>,
     shared: &Rc<SharedUpstream>,
     control: &SessionControl,
+    gate: &RedisGate,
     inbox: &Rc<Inbox>,
     end: &Cell<Option<SharedEnd>>,
     settle: &impl Fn(SharedEnd),
@@ -489,7 +504,15 @@ async fn shared_reader(
                 Ok(HeadStatus::Multibulk(h)) if h.captured >= 1 => h,
                 Ok(HeadStatus::Inline { line, len }) => {
                     let args = match resp::split_inline(line.slice(frame)) {
-                        Ok(a) if !a.is_empty() && shared::shareable(&a[0]) => a,
+                        // Anything policy does not simply allow is served
+                        // on a connection of the session's own.
+                        Ok(a)
+                            if !a.is_empty()
+                                && shared::shareable(&a[0])
+                                && gate.allows_args(&a[..]) =>
+                        {
+                            a
+                        }
                         _ => {
                             shareable = false;
                             break;
@@ -515,14 +538,15 @@ async fn shared_reader(
                     break;
                 }
             };
-            let kind = if shared::shareable(head.args[0].slice(frame)) {
-                Planned::Forward
-            } else if !tokens && commands::classify(frame, &head) == Class::Auth {
-                Planned::Auth
-            } else {
-                shareable = false;
-                break;
-            };
+            let kind =
+                if shared::shareable(head.args[0].slice(frame)) && gate.allows_head(frame, &head) {
+                    Planned::Forward
+                } else if !tokens && commands::classify(frame, &head) == Class::Auth {
+                    Planned::Auth
+                } else {
+                    shareable = false;
+                    break;
+                };
             plan[planned] = (pos, pos + len, kind);
             planned += 1;
             pos += len;
@@ -686,6 +710,8 @@ async fn client_side(
     // One timer per token, not one per read; a new token (AUTH) resets it.
     let mut timer_for = s.expiry.get();
     let mut expiry_timer = std::pin::pin!(sleep_until(timer_for));
+    // The rest of a command refused by policy is dropped, not forwarded.
+    let mut discarding = false;
 
     'read: loop {
         s.check_control();
@@ -752,6 +778,10 @@ async fn client_side(
                 match scanner.scan(data) {
                     Ok(sc) => {
                         pos += sc.consumed;
+                        if discarding {
+                            fwd = pos;
+                            discarding = !sc.complete;
+                        }
                         if !sc.complete {
                             break;
                         }
@@ -818,6 +848,14 @@ async fn client_side(
                     if args.is_empty() {
                         continue;
                     }
+                    // Policy hook: inline commands are decided like any other.
+                    if let Gate::Answer { carrier, reply } = s.gate.check_args(&args[..]) {
+                        commands += 1;
+                        if !answer_locally(s, &mut uw, carrier, reply, now).await {
+                            break 'read;
+                        }
+                        continue;
+                    }
                     scratch.clear();
                     let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
                     resp::encode::command(&mut scratch, &refs);
@@ -836,6 +874,49 @@ async fn client_side(
                     }
                 }
                 HeadStatus::Multibulk(h) => {
+                    // Policy hook: decide before any byte of the command moves.
+                    let gate = match s.gate.check_head(data, &h) {
+                        Gate::NeedFrame => match resp::check(data, &limits) {
+                            Ok(Some(len)) => match FrameArgs::parse(&data[..len]) {
+                                Some(args) => s.gate.check_args(&args),
+                                None => s
+                                    .gate
+                                    .refuse_uninspectable(h.arg(data, 0).unwrap_or_default()),
+                            },
+                            Ok(None) if buf.is_full_at_bound() && pos == 0 => s
+                                .gate
+                                .refuse_uninspectable(h.arg(data, 0).unwrap_or_default()),
+                            Ok(None) => break,
+                            Err(e) => {
+                                refuse(s, &mut uw, &mut buf, fwd, pos, &e.to_string()).await;
+                                break 'read;
+                            }
+                        },
+                        g => g,
+                    };
+                    if let Gate::Answer { carrier, reply } = gate {
+                        if !flush(s, &mut uw, &mut buf, fwd, pos).await
+                            || !answer_locally(s, &mut uw, carrier, reply, now).await
+                        {
+                            break 'read;
+                        }
+                        commands += 1;
+                        match scanner.scan(&buf.bytes()[pos..]) {
+                            Ok(sc) => {
+                                pos += sc.consumed;
+                                fwd = pos;
+                                if !sc.complete {
+                                    discarding = true;
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                protocol_error(s, &mut uw, &e.to_string(), false).await;
+                                break 'read;
+                            }
+                        }
+                        continue;
+                    }
                     let class = classify(s, data, &h);
                     let args = h.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
                     let mut entry = entry_for(class, args, now);
@@ -918,6 +999,26 @@ async fn client_side(
         }
     }
     cr
+}
+
+/// Answers a command refused by policy: `carrier` goes to the store in its
+/// place and its reply is replaced by `reply`, which so keeps its order
+/// among pipelined replies. `false` (and the session ended) when the store
+/// is gone.
+async fn answer_locally(
+    s: &Session,
+    uw: &mut UpstreamWrite,
+    carrier: &'static [u8],
+    reply: Vec<u8>,
+    now: Instant,
+) -> bool {
+    s.local.borrow_mut().push_back(reply);
+    s.pending.borrow_mut().push(Entry::one(Expect::Local, now));
+    let (res, _) = uw.write_all(carrier).await;
+    if res.is_err() {
+        s.finish(End::UpstreamLost);
+    }
+    res.is_ok()
 }
 
 /// Forwards `buf[from..to]` to the store; `false` (and the session ended)
@@ -1132,6 +1233,8 @@ async fn reauthenticate(s: &Session, frame: &[u8]) -> Result<(), crate::identity
     if let Some(a) = &s.audit {
         a.set_identity(&now, s.peer, &s.target.target.name);
     }
+    // Policy hook: the new identity's groups decide from the next command.
+    s.gate.set_identity(&now);
     Ok(())
 }
 
@@ -1505,7 +1608,18 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                         after = Some(s.terminal_end.get());
                         break;
                     }
-                    Expect::Replace(_) | Expect::InternalAuth | Expect::Terminal => {}
+                    Expect::Local if skip => {
+                        let reply = s.local.borrow_mut().pop_front();
+                        if let Some(reply) = reply {
+                            m.client_bytes_sent.add(reply.len() as u64);
+                            let (res, _) = cw.write_all(reply).await;
+                            wrote_ok &= res.is_ok();
+                        }
+                    }
+                    Expect::Replace(_)
+                    | Expect::InternalAuth
+                    | Expect::Terminal
+                    | Expect::Local => {}
                 }
                 if after.is_some() {
                     break;
@@ -1596,7 +1710,10 @@ fn classify_reply(s: &Session, data: &[u8]) -> Option<FrameClass> {
     }
     let skip = matches!(
         front,
-        Some(Expect::Replace(_)) | Some(Expect::InternalAuth) | Some(Expect::Terminal)
+        Some(Expect::Replace(_))
+            | Some(Expect::InternalAuth)
+            | Some(Expect::Terminal)
+            | Some(Expect::Local)
     );
     Some(FrameClass::Reply {
         error: b0 == b'-' || b0 == b'!',
