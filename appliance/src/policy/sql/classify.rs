@@ -426,16 +426,48 @@ impl Visit for Collector {
 
     fn func_call(&mut self, node: &FuncCall) -> bool {
         self.function(&node.funcname);
-        let name = node.funcname.last().and_then(string_of);
-        if name.is_some_and(|n| n.eq_ignore_ascii_case("set_config"))
-            && let Some(first) = node.args.first()
-        {
-            match const_string(first) {
-                Some(setting) if is_role_setting(setting) => self.kind(StatementKind::SetRole),
-                Some(_) => {}
+        let Some(name) = node.funcname.last().and_then(string_of) else {
+            return true;
+        };
+        let name = name.to_lowercase();
+        let first = node.args.first();
+        match name.as_str() {
+            "set_config" => match first.map(const_string) {
+                Some(Some(setting)) if is_role_setting(setting) => {
+                    self.kind(StatementKind::SetRole)
+                }
+                Some(Some(_)) | None => {}
                 // A computed setting name may be `role`.
-                None => self.unknown(|| "set_config with a computed setting name".to_owned()),
+                Some(None) => self.unknown(|| "set_config with a computed setting name".to_owned()),
+            },
+            // These run the query they are given, in this session.
+            "query_to_xml" | "query_to_xmlschema" | "query_to_xml_and_xmlschema" | "ts_stat" => {
+                match first.map(const_string) {
+                    Some(Some(query)) => self.nested(query, ParserOptions::DEFAULT, &name),
+                    Some(None) => self.unknown(|| format!("{name} of a computed query")),
+                    None => {}
+                }
             }
+            // These read the table they are given by name.
+            "table_to_xml" | "table_to_xmlschema" | "table_to_xml_and_xmlschema" => {
+                match first.map(const_string) {
+                    Some(Some(table)) => {
+                        self.nested(&format!("TABLE {table}"), ParserOptions::DEFAULT, &name)
+                    }
+                    Some(None) => self.unknown(|| format!("{name} of a computed table name")),
+                    None => {}
+                }
+            }
+            // These read every table of a schema or of the database.
+            "schema_to_xml"
+            | "schema_to_xmlschema"
+            | "schema_to_xml_and_xmlschema"
+            | "database_to_xml"
+            | "database_to_xmlschema"
+            | "database_to_xml_and_xmlschema" => {
+                self.unknown(|| format!("{name} reads tables that are not named"));
+            }
+            _ => {}
         }
         true
     }
@@ -484,18 +516,34 @@ pub(super) fn const_string(node: &protobuf::Node) -> Option<&str> {
 }
 
 pub(super) fn parse_error(what: &str, e: &pg_query::Error) -> SqlError {
-    let msg = match e {
+    let mut msg = match e {
         pg_query::Error::Parse(m) | pg_query::Error::Split(m) | pg_query::Error::Scan(m) => {
             m.clone()
         }
+        // The parse tree is handed over as protobuf, decoded with a nesting
+        // limit that keeps the decoder (and the walk) off the stack's end.
+        pg_query::Error::Decode(_) => "statement nested too deeply".to_owned(),
+        pg_query::Error::Conversion(_) => "NUL byte in SQL text".to_owned(),
         other => other.to_string(),
     };
+    if msg.len() > PARSE_ERROR_BYTES_MAX {
+        let mut end = PARSE_ERROR_BYTES_MAX;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("...");
+    }
     if what.is_empty() {
         SqlError::Parse(msg)
     } else {
         SqlError::Parse(format!("{what}: {msg}"))
     }
 }
+
+/// Parse errors are shown to clients and audited; the parser's messages are
+/// short, but a message quoting the input is cut here.
+const PARSE_ERROR_BYTES_MAX: usize = 256;
 
 /// The kind of a statement node, for the kinds that do not depend on the
 /// node's fields (those are set in the typed hooks above).

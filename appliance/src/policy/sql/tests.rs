@@ -148,6 +148,11 @@ const CORPUS: &[Case] = &[
     Case { sql: "SELECT xmlparse(document pg_read_file('x'))", kinds: "SELECT", functions: "pg_read_file", ..C },
     Case { sql: "SELECT pg_notify('ch', 'x')", kinds: "SELECT", functions: "pg_notify", ..C },
     Case { sql: "SELECT 1 ORDER BY pg_read_file('x')", kinds: "SELECT", functions: "pg_read_file", ..C },
+    Case { sql: "SELECT query_to_xml('DELETE FROM t RETURNING *', true, false, '')", kinds: "SELECT DELETE", tables: Some("t"), functions: "query_to_xml", ww: true, ..C },
+    Case { sql: "SELECT * FROM ts_stat('SELECT body FROM secret')", kinds: "SELECT", tables: Some("secret"), functions: "ts_stat", ..C },
+    Case { sql: "SELECT query_to_xml($1, true, false, '')", kinds: "SELECT", functions: "query_to_xml", unknown: true, ..C },
+    Case { sql: r#"SELECT table_to_xml('public."Secret"', true, false, '')"#, kinds: "SELECT", tables: Some("public.Secret"), functions: "table_to_xml", ..C },
+    Case { sql: "SELECT schema_to_xml('public', true, false, '')", kinds: "SELECT", functions: "schema_to_xml", unknown: true, ..C },
     Case { sql: "CALL p(1)", kinds: "CALL", functions: "p", ..C },
     Case { sql: "CALL s.p(pg_read_file('x'))", kinds: "CALL", functions: "p s.p pg_read_file", ..C },
     Case { sql: "CREATE TABLE t (id int DEFAULT nextval('s'), b text DEFAULT pg_read_file('x'))", kinds: "CREATE", tables: Some("t"), functions: "nextval pg_read_file", ..C },
@@ -161,6 +166,8 @@ const CORPUS: &[Case] = &[
     Case { sql: "CREATE OR REPLACE FUNCTION f(n int) RETURNS int AS $f$ BEGIN UPDATE t SET a = n; RETURN n; END $f$ LANGUAGE plpgsql", kinds: "CREATE UPDATE", tables: Some("t"), ww: true, ..C },
     Case { sql: "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t WHERE a; COMMIT; END $$", kinds: "CREATE DELETE TRANSACTION", tables: Some("t"), ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS SETOF t LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE format('SELECT * FROM %I', 't'); END $$", kinds: "CREATE SELECT", functions: "format", unknown: true, ..C },
+    Case { sql: "CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END $$", kinds: "CREATE INSERT SELECT", tables: Some("audit"), ..C },
+    Case { sql: "CREATE FUNCTION f(a int, OUT b int) LANGUAGE plpgsql AS $$ BEGIN b := a; END $$; SELECT f(1)", kinds: "CREATE SELECT", functions: "f", ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS int LANGUAGE c AS 'lib', 'sym'", kinds: "CREATE", unknown: true, ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS int LANGUAGE plpython3u AS 'import os'", kinds: "CREATE", unknown: true, ..C },
     // DO blocks.
@@ -626,4 +633,28 @@ fn session_parse_errors_pass_through() {
         s.classify(&mut cache, "EXECUT p"),
         Err(SqlError::Parse(_))
     ));
+}
+
+/// Trees deeper than the parser's output can carry are refused, and neither
+/// the parser nor the walk overflows the stack on the way.
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    for depth in [10usize, 40, 200, 5000] {
+        let chain = format!("SELECT {}1", "1 + ".repeat(depth));
+        let unions = vec!["SELECT 1"; depth].join(" UNION ALL ");
+        let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+        for sql in [chain, unions, parens] {
+            let r = classify(&sql);
+            eprintln!(
+                "DEPTH {depth} {} {:?}",
+                &sql[..20],
+                r.as_ref().map(|f| f.kinds).map_err(|e| e.to_string())
+            );
+            match r {
+                Ok(f) => assert!(f.kinds.contains(StatementKind::Select)),
+                Err(SqlError::Parse(_)) => assert!(depth > 40, "depth {depth} refused"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
 }
