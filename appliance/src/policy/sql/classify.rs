@@ -289,6 +289,15 @@ impl Visit for Collector {
             VariableSetKind::VarReset => StatementKind::Reset,
             _ => StatementKind::Set,
         });
+        if node.name.eq_ignore_ascii_case(STRING_SYNTAX_SETTING)
+            && matches!(
+                kind,
+                VariableSetKind::VarSetValue | VariableSetKind::VarSetMulti
+            )
+            && !node.args.first().and_then(const_string).is_some_and(is_on)
+        {
+            self.unknown(string_syntax_changed);
+        }
         true
     }
 
@@ -436,6 +445,11 @@ impl Visit for Collector {
                 Some(Some(setting)) if is_role_setting(setting) => {
                     self.kind(StatementKind::SetRole)
                 }
+                Some(Some(setting)) if setting.eq_ignore_ascii_case(STRING_SYNTAX_SETTING) => {
+                    if !node.args.get(1).and_then(const_string).is_some_and(is_on) {
+                        self.unknown(string_syntax_changed);
+                    }
+                }
                 Some(Some(_)) | None => {}
                 // A computed setting name may be `role`.
                 Some(None) => self.unknown(|| "set_config with a computed setting name".to_owned()),
@@ -471,6 +485,23 @@ impl Visit for Collector {
         }
         true
     }
+}
+
+/// With `standard_conforming_strings` off, a backslash escapes a quote in
+/// `'...'`, so the server would split a string differently from the parser
+/// here (which, like every server since 9.1 by default, has it on): a
+/// statement could hide in what is parsed as a literal. Turning it off is
+/// therefore an effect that cannot be known.
+const STRING_SYNTAX_SETTING: &str = "standard_conforming_strings";
+
+fn string_syntax_changed() -> String {
+    "standard_conforming_strings off changes how the server splits strings".to_owned()
+}
+
+fn is_on(value: &str) -> bool {
+    ["on", "true", "yes", "1"]
+        .iter()
+        .any(|v| value.eq_ignore_ascii_case(v))
 }
 
 /// `role` and `session_authorization` change who the session acts as.

@@ -126,6 +126,14 @@ const CORPUS: &[Case] = &[
     Case { sql: "SET search_path = evil, public", kinds: "SET", ..C },
     Case { sql: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", kinds: "SET", ..C },
     Case { sql: "SET CONSTRAINTS ALL DEFERRED", kinds: "SET", ..C },
+    Case { sql: "SET standard_conforming_strings = off", kinds: "SET", unknown: true, ..C },
+    Case { sql: "SET standard_conforming_strings TO on", kinds: "SET", ..C },
+    Case { sql: "ALTER ROLE bob SET standard_conforming_strings = 'off'", kinds: "ALTER SET", unknown: true, ..C },
+    Case { sql: "SELECT set_config('standard_conforming_strings', 'off', false)", kinds: "SELECT", functions: "set_config", unknown: true, ..C },
+    // Why the SET above is unknown: with standard strings this is one
+    // literal; with them off the server would end the literal at `\'` and
+    // run the DROP.
+    Case { sql: r"SELECT 'x'' ; DROP TABLE t; --'", kinds: "SELECT", tables: Some(""), ..C },
     Case { sql: "RESET work_mem", kinds: "RESET", ..C },
     Case { sql: "RESET ALL", kinds: "RESET", ..C },
     Case { sql: "SHOW work_mem", kinds: "SHOW", ..C },
@@ -153,6 +161,8 @@ const CORPUS: &[Case] = &[
     Case { sql: "SELECT query_to_xml($1, true, false, '')", kinds: "SELECT", functions: "query_to_xml", unknown: true, ..C },
     Case { sql: r#"SELECT table_to_xml('public."Secret"', true, false, '')"#, kinds: "SELECT", tables: Some("public.Secret"), functions: "table_to_xml", ..C },
     Case { sql: "SELECT schema_to_xml('public', true, false, '')", kinds: "SELECT", functions: "schema_to_xml", unknown: true, ..C },
+    Case { sql: "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')", kinds: "INSERT", tables: Some("t"), functions: "pg_read_file", ..C },
+    Case { sql: "WITH d AS (DELETE FROM t WHERE a) SELECT 1", kinds: "SELECT DELETE", tables: Some("t"), ..C },
     Case { sql: "CALL p(1)", kinds: "CALL", functions: "p", ..C },
     Case { sql: "CALL s.p(pg_read_file('x'))", kinds: "CALL", functions: "p s.p pg_read_file", ..C },
     Case { sql: "CREATE TABLE t (id int DEFAULT nextval('s'), b text DEFAULT pg_read_file('x'))", kinds: "CREATE", tables: Some("t"), functions: "nextval pg_read_file", ..C },
