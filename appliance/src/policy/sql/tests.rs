@@ -203,6 +203,8 @@ const CORPUS: &[Case] = &[
     Case { sql: "DO $$ BEGIN RAISE NOTICE '%', (SELECT secret FROM vault); END $$", kinds: "DO SELECT", tables: Some("vault"), ..C },
     Case { sql: "DO $$ BEGIN BEGIN DELETE FROM t; EXCEPTION WHEN others THEN NULL; END; END $$", kinds: "DO DELETE", tables: Some("t"), ww: true, ..C },
     Case { sql: "DO $$ BEGIN EXECUTE 'CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $f$ BEGIN TRUNCATE t; END $f$'; END $$", kinds: "DO SELECT CREATE TRUNCATE", tables: Some("t"), ..C },
+    Case { sql: "DO $$ DECLARE v users.id%TYPE; r users%ROWTYPE; BEGIN SELECT * INTO r FROM users WHERE id = 1; DELETE FROM users WHERE id = r.id; END $$", kinds: "DO SELECT DELETE", tables: Some("users"), ..C },
+    Case { sql: "CREATE FUNCTION f(u users) RETURNS SETOF users LANGUAGE plpgsql AS $$ DECLARE c CURSOR FOR SELECT * FROM archive; BEGIN RETURN QUERY SELECT * FROM users WHERE id = u.id; END $$", kinds: "CREATE SELECT", tables: Some("users archive"), ..C },
     Case { sql: "DO LANGUAGE plperl $$ system('rm -rf /') $$", kinds: "DO", unknown: true, ..C },
     // Prepared statements (without a session, EXECUTE is unknown).
     Case { sql: "PREPARE p AS DELETE FROM t WHERE id = $1", kinds: "PREPARE DELETE", tables: Some("t"), ..C },
