@@ -40,6 +40,14 @@ pub(super) struct Classified {
     /// its parameters here, not the unknown body.
     pub(super) facts: SqlFacts,
     pub(super) ops: Vec<SessionOp>,
+    /// The facts depend on the value of a literal (a `DO` body, a function
+    /// body, a `set_config` setting name, ...): texts that differ only in
+    /// literals may differ in facts, so this text is cached under its exact
+    /// form only. Whether a text is literal-sensitive is itself decided by
+    /// its structure and identifiers alone (a `DO`, a function name, a
+    /// setting name), never by a literal, so texts that normalize alike are
+    /// all sensitive or all not.
+    pub(super) literal_sensitive: bool,
 }
 
 impl Classified {
@@ -70,9 +78,18 @@ pub(super) fn classify(sql: &str) -> Result<Classified, SqlError> {
     }
     let mut c = Collector::new(0);
     let statements = c.parse_and_walk(sql, ParserOptions::DEFAULT, "")?;
-    let Collector { mut facts, ops, .. } = c;
+    let Collector {
+        mut facts,
+        ops,
+        literal_sensitive,
+        ..
+    } = c;
     facts.statements = statements;
-    Ok(Classified { facts, ops })
+    Ok(Classified {
+        facts,
+        ops,
+        literal_sensitive,
+    })
 }
 
 /// Walk state for one string and the strings nested in it.
@@ -92,6 +109,8 @@ pub(super) struct Collector {
     /// Kinds noted so far, repeats included: a statement that notes none
     /// gets `Other`.
     kinds_noted: u64,
+    /// See [`Classified::literal_sensitive`].
+    literal_sensitive: bool,
 }
 
 impl Collector {
@@ -104,6 +123,7 @@ impl Collector {
             insert_values: None,
             error: None,
             kinds_noted: 0,
+            literal_sensitive: false,
         }
     }
 
@@ -157,6 +177,7 @@ impl Collector {
     }
 
     fn absorb(&mut self, sub: Collector) {
+        self.literal_sensitive |= sub.literal_sensitive;
         self.facts.merge(&sub.facts);
         self.ops.extend(sub.ops);
     }
@@ -289,6 +310,9 @@ impl Visit for Collector {
             VariableSetKind::VarReset => StatementKind::Reset,
             _ => StatementKind::Set,
         });
+        if node.name.eq_ignore_ascii_case(STRING_SYNTAX_SETTING) {
+            self.literal_sensitive = true;
+        }
         if node.name.eq_ignore_ascii_case(STRING_SYNTAX_SETTING)
             && matches!(
                 kind,
@@ -382,11 +406,13 @@ impl Visit for Collector {
     }
 
     fn do_stmt(&mut self, node: &DoStmt) -> bool {
+        self.literal_sensitive = true;
         plpgsql::do_block(self, node);
         true
     }
 
     fn create_function_stmt(&mut self, node: &CreateFunctionStmt) -> bool {
+        self.literal_sensitive = true;
         plpgsql::function_body(self, node);
         true
     }
@@ -440,6 +466,9 @@ impl Visit for Collector {
         };
         let name = name.to_lowercase();
         let first = node.args.first();
+        if LITERAL_READING_FUNCTIONS.contains(&name.as_str()) {
+            self.literal_sensitive = true;
+        }
         match name.as_str() {
             "set_config" => match first.map(const_string) {
                 Some(Some(setting)) if is_role_setting(setting) => {
@@ -503,6 +532,18 @@ fn is_on(value: &str) -> bool {
         .iter()
         .any(|v| value.eq_ignore_ascii_case(v))
 }
+
+/// Functions whose literal arguments the classification reads.
+const LITERAL_READING_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "ts_stat",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+];
 
 /// `role` and `session_authorization` change who the session acts as.
 fn is_role_setting(name: &str) -> bool {

@@ -499,7 +499,7 @@ fn cache_is_bounded_and_keeps_hot_entries() {
     let mut cache = SqlCache::new(8);
     cache.classify("SELECT 'hot'").unwrap();
     for i in 0..100 {
-        cache.classify(&format!("SELECT {i}")).unwrap();
+        cache.classify(&format!("SELECT * FROM t{i}")).unwrap();
         // The hot statement is used between every two cold ones.
         cache.classify("SELECT 'hot'").unwrap();
         assert!(cache.len() <= 8);
@@ -509,8 +509,88 @@ fn cache_is_bounded_and_keeps_hot_entries() {
     cache.classify("SELECT 'hot'").unwrap();
     assert_eq!(cache.misses(), misses, "the hot statement was evicted");
     // Every cached entry still answers with its own facts.
-    let facts = cache.classify("SELECT 99").unwrap();
+    let facts = cache.classify("SELECT * FROM t99").unwrap();
     assert_eq!(facts.kinds, kinds("SELECT"));
+    assert_eq!(
+        facts.tables,
+        vec![TableRef {
+            schema: None,
+            name: "t99".into()
+        }]
+    );
+}
+
+#[test]
+fn cache_shares_entries_between_texts_that_differ_in_literals() {
+    let mut cache = SqlCache::new(16);
+    let a = cache
+        .classify("SELECT * FROM users WHERE id = 1 AND name = 'a'")
+        .unwrap();
+    let b = cache
+        .classify("SELECT * FROM users WHERE id = 42 AND name = 'b; DROP TABLE t'")
+        .unwrap();
+    assert!(std::rc::Rc::ptr_eq(&a, &b));
+    assert_eq!(
+        (
+            cache.hits(),
+            cache.normalized_hits(),
+            cache.misses(),
+            cache.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    // A different structure is a different entry.
+    let c = cache
+        .classify("SELECT * FROM users WHERE id = 1; DROP TABLE t")
+        .unwrap();
+    assert!(c.kinds.contains(StatementKind::Drop));
+    // Literal-sensitive texts never share, in either order.
+    for (first, second, differ) in [
+        (
+            "SELECT set_config('work_mem', '1MB', false)",
+            "SELECT set_config('role', 'admin', false)",
+            StatementKind::SetRole,
+        ),
+        (
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "DO $$ BEGIN DROP TABLE t; END $$",
+            StatementKind::Drop,
+        ),
+        (
+            "SELECT query_to_xml('SELECT 1', true, false, '')",
+            "SELECT query_to_xml('DELETE FROM t RETURNING 1', true, false, '')",
+            StatementKind::Delete,
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'DELETE FROM t RETURNING 1'",
+            StatementKind::Delete,
+        ),
+    ] {
+        assert!(
+            !cache.classify(first).unwrap().kinds.contains(differ),
+            "{first}"
+        );
+        assert!(
+            cache.classify(second).unwrap().kinds.contains(differ),
+            "{second}"
+        );
+    }
+    assert_eq!(
+        cache
+            .classify("SET standard_conforming_strings = on")
+            .unwrap()
+            .unknown,
+        None
+    );
+    assert!(
+        cache
+            .classify("SET standard_conforming_strings = off")
+            .unwrap()
+            .unknown
+            .is_some()
+    );
+    assert_eq!(cache.normalized_hits(), 1);
 }
 
 #[test]
