@@ -57,6 +57,21 @@ fn cached(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // A text seen before with other literals: found by its normalized form.
+    cache.classify(LITERAL_SELECT).unwrap();
+    let mut n = 0u64;
+    let texts: Vec<String> = (0..1024)
+        .map(|i| format!("SELECT id, name, email FROM users WHERE id = {i} AND status = 'active'"))
+        .collect();
+    g.throughput(Throughput::Bytes(LITERAL_SELECT.len() as u64));
+    g.bench_function("literal_select_normalized_hit", |b| {
+        b.iter(|| {
+            n += 1;
+            cache
+                .classify(black_box(&texts[n as usize % texts.len()]))
+                .unwrap()
+        })
+    });
     cache.classify(DO_BLOCK).unwrap();
     g.throughput(Throughput::Bytes(DO_BLOCK.len() as u64));
     g.bench_function("do_block_hit", |b| {

@@ -103,6 +103,7 @@ pub(super) struct Collector {
     /// dynamic EXECUTE).
     depth: u32,
     /// The `VALUES` list that is an INSERT's source: not a SELECT of its own.
+    /// Only compared by address, never dereferenced.
     insert_values: Option<*const SelectStmt>,
     /// First error from a nested parse (a `DO` body that does not parse).
     error: Option<SqlError>,
