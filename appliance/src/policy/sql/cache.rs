@@ -1,16 +1,24 @@
 //! Per-shard cache of SQL facts, and per-session prepared statements.
 //!
-//! The cache is keyed by the exact query text. Keying by a normalized text
-//! (literals replaced by `$n`) would merge more statements, but PostgreSQL's
-//! normalization is itself a full parse, so a miss would cost two parses and
-//! a hit would save little (see `bench/benches/sql_classify.rs`), and it
-//! would merge texts whose facts differ by a literal: `DO` bodies, function
-//! bodies, `set_config('role', ...)`. Drivers that use the extended protocol
-//! send the same text with `$n` parameters, which the exact key serves.
+//! Two keys lead to a cached entry:
+//! - the exact text, hashed: drivers using the extended protocol send the
+//!   same text with `$n` parameters, and a hit costs one hash and compare;
+//! - the text normalized by libpg_query (literals replaced by `$n`), for
+//!   clients that inline literals (psql, client-side interpolation). It is
+//!   computed only when the exact text misses; normalizing costs about a
+//!   fifth of a classification (`bench/benches/sql_classify.rs`), so a
+//!   normalized hit saves most of a parse and a full miss costs a fifth
+//!   more.
+//!
+//! Texts whose facts depend on a literal (`DO` bodies, function bodies,
+//! `set_config('role', ...)`, `query_to_xml('...')`; see
+//! `Classified::literal_sensitive`) are never entered under their
+//! normalized form: `DO $$ ... DROP ... $$` and `DO $$ ... SELECT ... $$`
+//! normalize alike. Parse errors are cached under the exact text only.
 //!
 //! Keys are hashed with the standard library's randomly seeded SipHash: the
 //! text comes from clients, who must not be able to aim collisions at a
-//! shard. The map is bounded ([`SqlCache::new`]) and evicts with CLOCK
+//! shard. The cache is bounded ([`SqlCache::new`]) and evicts with CLOCK
 //! (second chance), which keeps hot statements at O(1) cost per access.
 
 use std::collections::HashMap;
@@ -21,7 +29,8 @@ use super::classify::{self, Classified, SessionOp};
 use super::{SqlError, SqlFacts};
 
 /// Longest text that is cached; longer statements are parsed every time.
-/// Bounds the cache's memory at about `entries_max * CACHE_TEXT_BYTES_MAX`.
+/// Bounds the cache's memory at about `2 * entries_max * CACHE_TEXT_BYTES_MAX`
+/// (exact and normalized keys).
 pub const CACHE_TEXT_BYTES_MAX: usize = 4096;
 
 /// Most SQL-level prepared statements a session may hold; an `EXECUTE` of
@@ -38,53 +47,76 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn of(sql: &str) -> Outcome {
+    /// The outcome of `sql`, and whether texts that normalize alike share it.
+    fn of(sql: &str) -> (Outcome, bool) {
         match classify::classify(sql) {
-            Ok(c) if c.ops.is_empty() => Outcome {
-                facts: Ok(Rc::new(c.facts)),
-                session: None,
-            },
-            Ok(c) => Outcome {
-                facts: Ok(Rc::new(c.facts())),
-                session: Some(Rc::new(c)),
-            },
-            Err(e) => Outcome {
-                facts: Err(e),
-                session: None,
-            },
+            Ok(c) if c.ops.is_empty() => {
+                let shared = !c.literal_sensitive;
+                (
+                    Outcome {
+                        facts: Ok(Rc::new(c.facts)),
+                        session: None,
+                    },
+                    shared,
+                )
+            }
+            Ok(c) => {
+                let shared = !c.literal_sensitive;
+                (
+                    Outcome {
+                        facts: Ok(Rc::new(c.facts())),
+                        session: Some(Rc::new(c)),
+                    },
+                    shared,
+                )
+            }
+            Err(e) => (
+                Outcome {
+                    facts: Err(e),
+                    session: None,
+                },
+                false,
+            ),
         }
     }
 }
 
 struct Slot {
     text: Rc<str>,
+    /// The normalized text, when the entry is also found under it.
+    normalized: Option<Rc<str>>,
     outcome: Outcome,
     /// Set on every hit, cleared as the clock hand passes.
     referenced: bool,
 }
 
-/// Bounded per-shard cache of [`SqlFacts`], keyed by the exact query text.
-/// A shard is one thread, so entries are shared with `Rc` and there are no
-/// locks. Parse errors are cached too: a client repeating bad SQL costs one
-/// parse.
+/// Bounded per-shard cache of [`SqlFacts`], keyed by the exact and the
+/// normalized query text. A shard is one thread, so entries are shared with
+/// `Rc` and there are no locks. Parse errors are cached too: a client
+/// repeating bad SQL costs one parse.
 pub struct SqlCache {
-    index: HashMap<Rc<str>, usize>,
+    exact: HashMap<Rc<str>, usize>,
+    normalized: HashMap<Rc<str>, usize>,
     slots: Vec<Slot>,
     hand: usize,
     entries_max: usize,
     hits: u64,
+    normalized_hits: u64,
     misses: u64,
 }
 
 impl SqlCache {
     /// A cache holding at most `entries_max` statements (0 disables it).
     pub fn new(entries_max: usize) -> Self {
+        let capacity = entries_max.min(1 << 16);
         SqlCache {
-            index: HashMap::with_capacity(entries_max.min(1 << 16)),
-            slots: Vec::with_capacity(entries_max.min(1 << 16)),
+            exact: HashMap::with_capacity(capacity),
+            normalized: HashMap::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity),
             hand: 0,
             entries_max,
             hits: 0,
+            normalized_hits: 0,
             misses: 0,
         }
     }
@@ -105,9 +137,14 @@ impl SqlCache {
         self.slots.is_empty()
     }
 
-    /// Lookups answered from the cache.
+    /// Lookups answered from the cache (by exact or normalized text).
     pub fn hits(&self) -> u64 {
         self.hits
+    }
+
+    /// Of the [`hits`](Self::hits), those found by the normalized text.
+    pub fn normalized_hits(&self) -> u64 {
+        self.normalized_hits
     }
 
     /// Lookups that parsed (including texts too long to cache).
@@ -116,50 +153,91 @@ impl SqlCache {
     }
 
     fn outcome(&mut self, sql: &str) -> Outcome {
-        if let Some(&i) = self.index.get(sql) {
+        if let Some(&i) = self.exact.get(sql) {
             self.hits += 1;
-            let slot = &mut self.slots[i];
-            slot.referenced = true;
-            return slot.outcome.clone();
+            return self.touch(i);
+        }
+        let cacheable = self.entries_max > 0 && sql.len() <= CACHE_TEXT_BYTES_MAX;
+        // A text that does not normalize does not parse either; it is
+        // classified (to an error) and cached by its exact text.
+        let normalized = if cacheable {
+            pg_query::normalize(sql).ok()
+        } else {
+            None
+        };
+        if let Some(n) = &normalized
+            && let Some(&i) = self.normalized.get(n.as_str())
+        {
+            self.hits += 1;
+            self.normalized_hits += 1;
+            return self.touch(i);
         }
         self.misses += 1;
-        let outcome = Outcome::of(sql);
-        if self.entries_max > 0 && sql.len() <= CACHE_TEXT_BYTES_MAX {
-            self.insert(sql, outcome.clone());
+        let (outcome, shared) = Outcome::of(sql);
+        if cacheable {
+            let normalized = normalized.filter(|n| shared && n != sql).map(Rc::from);
+            self.insert(sql, normalized, outcome.clone());
         }
         outcome
     }
 
-    fn insert(&mut self, sql: &str, outcome: Outcome) {
+    fn touch(&mut self, i: usize) -> Outcome {
+        let slot = &mut self.slots[i];
+        slot.referenced = true;
+        slot.outcome.clone()
+    }
+
+    fn insert(&mut self, sql: &str, normalized: Option<Rc<str>>, outcome: Outcome) {
         let text: Rc<str> = Rc::from(sql);
-        if self.slots.len() < self.entries_max {
-            self.index.insert(Rc::clone(&text), self.slots.len());
+        let i = if self.slots.len() < self.entries_max {
             self.slots.push(Slot {
-                text,
+                text: Rc::clone(&text),
+                normalized: None,
                 outcome,
                 referenced: false,
             });
-            return;
+            self.slots.len() - 1
+        } else {
+            let i = self.victim();
+            let old = std::mem::replace(
+                &mut self.slots[i],
+                Slot {
+                    text: Rc::clone(&text),
+                    normalized: None,
+                    outcome,
+                    referenced: false,
+                },
+            );
+            self.exact.remove(&old.text);
+            if let Some(n) = old.normalized {
+                self.normalized.remove(&n);
+            }
+            i
+        };
+        self.exact.insert(text, i);
+        // Another text with the same normalized form may have been entered
+        // under it already (one whose facts were literal-sensitive is not);
+        // the first keeps the key.
+        if let Some(n) = normalized
+            && let MapEntry::Vacant(v) = self.normalized.entry(Rc::clone(&n))
+        {
+            v.insert(i);
+            self.slots[i].normalized = Some(n);
         }
-        // CLOCK: pass over referenced entries (clearing the mark) until one
-        // that was not used since the hand last passed. Ends within one
-        // turn, since the first turn clears every mark.
+    }
+
+    /// CLOCK: pass over referenced entries (clearing the mark) until one
+    /// that was not used since the hand last passed. Ends within one turn,
+    /// since the first turn clears every mark.
+    fn victim(&mut self) -> usize {
         loop {
             let i = self.hand;
             self.hand = (self.hand + 1) % self.slots.len();
             let slot = &mut self.slots[i];
-            if slot.referenced {
-                slot.referenced = false;
-                continue;
+            if !slot.referenced {
+                return i;
             }
-            self.index.remove(&slot.text);
-            self.index.insert(Rc::clone(&text), i);
-            *slot = Slot {
-                text,
-                outcome,
-                referenced: false,
-            };
-            return;
+            slot.referenced = false;
         }
     }
 }

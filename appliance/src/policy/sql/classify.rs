@@ -40,6 +40,14 @@ pub(super) struct Classified {
     /// its parameters here, not the unknown body.
     pub(super) facts: SqlFacts,
     pub(super) ops: Vec<SessionOp>,
+    /// The facts depend on the value of a literal (a `DO` body, a function
+    /// body, a `set_config` setting name, ...): texts that differ only in
+    /// literals may differ in facts, so this text is cached under its exact
+    /// form only. Whether a text is literal-sensitive is itself decided by
+    /// its structure and identifiers alone (a `DO`, a function name, a
+    /// setting name), never by a literal, so texts that normalize alike are
+    /// all sensitive or all not.
+    pub(super) literal_sensitive: bool,
 }
 
 impl Classified {
@@ -70,9 +78,18 @@ pub(super) fn classify(sql: &str) -> Result<Classified, SqlError> {
     }
     let mut c = Collector::new(0);
     let statements = c.parse_and_walk(sql, ParserOptions::DEFAULT, "")?;
-    let Collector { mut facts, ops, .. } = c;
+    let Collector {
+        mut facts,
+        ops,
+        literal_sensitive,
+        ..
+    } = c;
     facts.statements = statements;
-    Ok(Classified { facts, ops })
+    Ok(Classified {
+        facts,
+        ops,
+        literal_sensitive,
+    })
 }
 
 /// Walk state for one string and the strings nested in it.
@@ -86,12 +103,15 @@ pub(super) struct Collector {
     /// dynamic EXECUTE).
     depth: u32,
     /// The `VALUES` list that is an INSERT's source: not a SELECT of its own.
+    /// Only compared by address, never dereferenced.
     insert_values: Option<*const SelectStmt>,
     /// First error from a nested parse (a `DO` body that does not parse).
     error: Option<SqlError>,
     /// Kinds noted so far, repeats included: a statement that notes none
     /// gets `Other`.
     kinds_noted: u64,
+    /// See [`Classified::literal_sensitive`].
+    literal_sensitive: bool,
 }
 
 impl Collector {
@@ -104,6 +124,7 @@ impl Collector {
             insert_values: None,
             error: None,
             kinds_noted: 0,
+            literal_sensitive: false,
         }
     }
 
@@ -157,6 +178,7 @@ impl Collector {
     }
 
     fn absorb(&mut self, sub: Collector) {
+        self.literal_sensitive |= sub.literal_sensitive;
         self.facts.merge(&sub.facts);
         self.ops.extend(sub.ops);
     }
@@ -289,6 +311,18 @@ impl Visit for Collector {
             VariableSetKind::VarReset => StatementKind::Reset,
             _ => StatementKind::Set,
         });
+        if node.name.eq_ignore_ascii_case(STRING_SYNTAX_SETTING) {
+            self.literal_sensitive = true;
+        }
+        if node.name.eq_ignore_ascii_case(STRING_SYNTAX_SETTING)
+            && matches!(
+                kind,
+                VariableSetKind::VarSetValue | VariableSetKind::VarSetMulti
+            )
+            && !node.args.first().and_then(const_string).is_some_and(is_on)
+        {
+            self.unknown(string_syntax_changed);
+        }
         true
     }
 
@@ -373,11 +407,13 @@ impl Visit for Collector {
     }
 
     fn do_stmt(&mut self, node: &DoStmt) -> bool {
+        self.literal_sensitive = true;
         plpgsql::do_block(self, node);
         true
     }
 
     fn create_function_stmt(&mut self, node: &CreateFunctionStmt) -> bool {
+        self.literal_sensitive = true;
         plpgsql::function_body(self, node);
         true
     }
@@ -426,20 +462,89 @@ impl Visit for Collector {
 
     fn func_call(&mut self, node: &FuncCall) -> bool {
         self.function(&node.funcname);
-        let name = node.funcname.last().and_then(string_of);
-        if name.is_some_and(|n| n.eq_ignore_ascii_case("set_config"))
-            && let Some(first) = node.args.first()
-        {
-            match const_string(first) {
-                Some(setting) if is_role_setting(setting) => self.kind(StatementKind::SetRole),
-                Some(_) => {}
+        let Some(name) = node.funcname.last().and_then(string_of) else {
+            return true;
+        };
+        let name = name.to_lowercase();
+        let first = node.args.first();
+        if LITERAL_READING_FUNCTIONS.contains(&name.as_str()) {
+            self.literal_sensitive = true;
+        }
+        match name.as_str() {
+            "set_config" => match first.map(const_string) {
+                Some(Some(setting)) if is_role_setting(setting) => {
+                    self.kind(StatementKind::SetRole)
+                }
+                Some(Some(setting)) if setting.eq_ignore_ascii_case(STRING_SYNTAX_SETTING) => {
+                    if !node.args.get(1).and_then(const_string).is_some_and(is_on) {
+                        self.unknown(string_syntax_changed);
+                    }
+                }
+                Some(Some(_)) | None => {}
                 // A computed setting name may be `role`.
-                None => self.unknown(|| "set_config with a computed setting name".to_owned()),
+                Some(None) => self.unknown(|| "set_config with a computed setting name".to_owned()),
+            },
+            // These run the query they are given, in this session.
+            "query_to_xml" | "query_to_xmlschema" | "query_to_xml_and_xmlschema" | "ts_stat" => {
+                match first.map(const_string) {
+                    Some(Some(query)) => self.nested(query, ParserOptions::DEFAULT, &name),
+                    Some(None) => self.unknown(|| format!("{name} of a computed query")),
+                    None => {}
+                }
             }
+            // These read the table they are given by name.
+            "table_to_xml" | "table_to_xmlschema" | "table_to_xml_and_xmlschema" => {
+                match first.map(const_string) {
+                    Some(Some(table)) => {
+                        self.nested(&format!("TABLE {table}"), ParserOptions::DEFAULT, &name)
+                    }
+                    Some(None) => self.unknown(|| format!("{name} of a computed table name")),
+                    None => {}
+                }
+            }
+            // These read every table of a schema or of the database.
+            "schema_to_xml"
+            | "schema_to_xmlschema"
+            | "schema_to_xml_and_xmlschema"
+            | "database_to_xml"
+            | "database_to_xmlschema"
+            | "database_to_xml_and_xmlschema" => {
+                self.unknown(|| format!("{name} reads tables that are not named"));
+            }
+            _ => {}
         }
         true
     }
 }
+
+/// With `standard_conforming_strings` off, a backslash escapes a quote in
+/// `'...'`, so the server would split a string differently from the parser
+/// here (which, like every server since 9.1 by default, has it on): a
+/// statement could hide in what is parsed as a literal. Turning it off is
+/// therefore an effect that cannot be known.
+const STRING_SYNTAX_SETTING: &str = "standard_conforming_strings";
+
+fn string_syntax_changed() -> String {
+    "standard_conforming_strings off changes how the server splits strings".to_owned()
+}
+
+fn is_on(value: &str) -> bool {
+    ["on", "true", "yes", "1"]
+        .iter()
+        .any(|v| value.eq_ignore_ascii_case(v))
+}
+
+/// Functions whose literal arguments the classification reads.
+const LITERAL_READING_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "ts_stat",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+];
 
 /// `role` and `session_authorization` change who the session acts as.
 fn is_role_setting(name: &str) -> bool {
@@ -484,18 +589,34 @@ pub(super) fn const_string(node: &protobuf::Node) -> Option<&str> {
 }
 
 pub(super) fn parse_error(what: &str, e: &pg_query::Error) -> SqlError {
-    let msg = match e {
+    let mut msg = match e {
         pg_query::Error::Parse(m) | pg_query::Error::Split(m) | pg_query::Error::Scan(m) => {
             m.clone()
         }
+        // The parse tree is handed over as protobuf, decoded with a nesting
+        // limit that keeps the decoder (and the walk) off the stack's end.
+        pg_query::Error::Decode(_) => "statement nested too deeply".to_owned(),
+        pg_query::Error::Conversion(_) => "NUL byte in SQL text".to_owned(),
         other => other.to_string(),
     };
+    if msg.len() > PARSE_ERROR_BYTES_MAX {
+        let mut end = PARSE_ERROR_BYTES_MAX;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("...");
+    }
     if what.is_empty() {
         SqlError::Parse(msg)
     } else {
         SqlError::Parse(format!("{what}: {msg}"))
     }
 }
+
+/// Parse errors are shown to clients and audited; the parser's messages are
+/// short, but a message quoting the input is cut here.
+const PARSE_ERROR_BYTES_MAX: usize = 256;
 
 /// The kind of a statement node, for the kinds that do not depend on the
 /// node's fields (those are set in the typed hooks above).

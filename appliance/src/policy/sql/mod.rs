@@ -25,6 +25,11 @@
 //!   [`SqlFacts::unknown`], which the policy refuses unless a rule allows it.
 //! - Text that does not parse is an error, never "no facts": the policy fails
 //!   closed.
+//! - Strings are split as with `standard_conforming_strings = on` (the
+//!   server default since 9.1). Turning it off in SQL is unknown; a session
+//!   whose server reports it off (ParameterStatus, e.g. set by a startup
+//!   `options` parameter or the server's configuration) must not rely on
+//!   these facts.
 
 mod cache;
 mod classify;

@@ -74,7 +74,17 @@ pub(super) fn function_body(c: &mut Collector, stmt: &CreateFunctionStmt) {
         // so it is given the whole statement.
         "plpgsql" => {
             let text = c.stmt_text().to_owned();
-            compile(c, &text, "PL/pgSQL function body");
+            match pg_query::parse_plpgsql(&text) {
+                Ok(tree) => visit(c, &tree, "", ""),
+                // The body compiled but the compiler's output could not be
+                // read (libpg_query writes invalid JSON for some trigger
+                // functions): compile the body alone in a plain function.
+                Err(pg_query::Error::InvalidJson(_)) => match body.first().and_then(string_of) {
+                    Some(source) => compile_detached(c, source),
+                    None => c.unknown(|| "PL/pgSQL function without a body".to_owned()),
+                },
+                Err(e) => c.fail(parse_error("PL/pgSQL function body", &e)),
+            }
         }
         other => c.unknown(|| format!("function body in language {other}")),
     }
@@ -96,8 +106,30 @@ fn dollar_tag(body: &str) -> String {
 fn compile(c: &mut Collector, text: &str, what: &str) {
     match pg_query::parse_plpgsql(text) {
         Ok(tree) => visit(c, &tree, "", ""),
+        Err(pg_query::Error::InvalidJson(_)) => {
+            c.unknown(|| format!("{what}: compiled, but could not be inspected"))
+        }
         Err(e) => c.fail(parse_error(what, &e)),
     }
+}
+
+/// Compiles a function body on its own, as the body of a function with no
+/// arguments returning `record` (so that `RETURN NEW` compiles) or else
+/// `void` (so that a bare `RETURN` does). Names of arguments and trigger
+/// variables then read as column references, which the SQL grammar accepts
+/// the same way; the statements and calls found are the same.
+fn compile_detached(c: &mut Collector, source: &str) {
+    let tag = dollar_tag(source);
+    for returns in ["record", "void"] {
+        let text = format!(
+            "CREATE FUNCTION custos_body() RETURNS {returns} LANGUAGE plpgsql AS {tag}{source}{tag}"
+        );
+        if let Ok(tree) = pg_query::parse_plpgsql(&text) {
+            visit(c, &tree, "", "");
+            return;
+        }
+    }
+    c.unknown(|| "PL/pgSQL function body: compiled, but could not be inspected".to_owned());
 }
 
 /// Walks the compiler's JSON output. `stmt` is the innermost PL/pgSQL node

@@ -126,6 +126,14 @@ const CORPUS: &[Case] = &[
     Case { sql: "SET search_path = evil, public", kinds: "SET", ..C },
     Case { sql: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", kinds: "SET", ..C },
     Case { sql: "SET CONSTRAINTS ALL DEFERRED", kinds: "SET", ..C },
+    Case { sql: "SET standard_conforming_strings = off", kinds: "SET", unknown: true, ..C },
+    Case { sql: "SET standard_conforming_strings TO on", kinds: "SET", ..C },
+    Case { sql: "ALTER ROLE bob SET standard_conforming_strings = 'off'", kinds: "ALTER SET", unknown: true, ..C },
+    Case { sql: "SELECT set_config('standard_conforming_strings', 'off', false)", kinds: "SELECT", functions: "set_config", unknown: true, ..C },
+    // Why the SET above is unknown: with standard strings this is one
+    // literal; with them off the server would end the literal at `\'` and
+    // run the DROP.
+    Case { sql: r"SELECT 'x'' ; DROP TABLE t; --'", kinds: "SELECT", tables: Some(""), ..C },
     Case { sql: "RESET work_mem", kinds: "RESET", ..C },
     Case { sql: "RESET ALL", kinds: "RESET", ..C },
     Case { sql: "SHOW work_mem", kinds: "SHOW", ..C },
@@ -148,6 +156,13 @@ const CORPUS: &[Case] = &[
     Case { sql: "SELECT xmlparse(document pg_read_file('x'))", kinds: "SELECT", functions: "pg_read_file", ..C },
     Case { sql: "SELECT pg_notify('ch', 'x')", kinds: "SELECT", functions: "pg_notify", ..C },
     Case { sql: "SELECT 1 ORDER BY pg_read_file('x')", kinds: "SELECT", functions: "pg_read_file", ..C },
+    Case { sql: "SELECT query_to_xml('DELETE FROM t RETURNING *', true, false, '')", kinds: "SELECT DELETE", tables: Some("t"), functions: "query_to_xml", ww: true, ..C },
+    Case { sql: "SELECT * FROM ts_stat('SELECT body FROM secret')", kinds: "SELECT", tables: Some("secret"), functions: "ts_stat", ..C },
+    Case { sql: "SELECT query_to_xml($1, true, false, '')", kinds: "SELECT", functions: "query_to_xml", unknown: true, ..C },
+    Case { sql: r#"SELECT table_to_xml('public."Secret"', true, false, '')"#, kinds: "SELECT", tables: Some("public.Secret"), functions: "table_to_xml", ..C },
+    Case { sql: "SELECT schema_to_xml('public', true, false, '')", kinds: "SELECT", functions: "schema_to_xml", unknown: true, ..C },
+    Case { sql: "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')", kinds: "INSERT", tables: Some("t"), functions: "pg_read_file", ..C },
+    Case { sql: "WITH d AS (DELETE FROM t WHERE a) SELECT 1", kinds: "SELECT DELETE", tables: Some("t"), ..C },
     Case { sql: "CALL p(1)", kinds: "CALL", functions: "p", ..C },
     Case { sql: "CALL s.p(pg_read_file('x'))", kinds: "CALL", functions: "p s.p pg_read_file", ..C },
     Case { sql: "CREATE TABLE t (id int DEFAULT nextval('s'), b text DEFAULT pg_read_file('x'))", kinds: "CREATE", tables: Some("t"), functions: "nextval pg_read_file", ..C },
@@ -161,6 +176,8 @@ const CORPUS: &[Case] = &[
     Case { sql: "CREATE OR REPLACE FUNCTION f(n int) RETURNS int AS $f$ BEGIN UPDATE t SET a = n; RETURN n; END $f$ LANGUAGE plpgsql", kinds: "CREATE UPDATE", tables: Some("t"), ww: true, ..C },
     Case { sql: "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t WHERE a; COMMIT; END $$", kinds: "CREATE DELETE TRANSACTION", tables: Some("t"), ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS SETOF t LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE format('SELECT * FROM %I', 't'); END $$", kinds: "CREATE SELECT", functions: "format", unknown: true, ..C },
+    Case { sql: "CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END $$", kinds: "CREATE INSERT SELECT", tables: Some("audit"), ..C },
+    Case { sql: "CREATE FUNCTION f(a int, OUT b int) LANGUAGE plpgsql AS $$ BEGIN b := a; END $$; SELECT f(1)", kinds: "CREATE SELECT", functions: "f", ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS int LANGUAGE c AS 'lib', 'sym'", kinds: "CREATE", unknown: true, ..C },
     Case { sql: "CREATE FUNCTION f() RETURNS int LANGUAGE plpython3u AS 'import os'", kinds: "CREATE", unknown: true, ..C },
     // DO blocks.
@@ -186,6 +203,8 @@ const CORPUS: &[Case] = &[
     Case { sql: "DO $$ BEGIN RAISE NOTICE '%', (SELECT secret FROM vault); END $$", kinds: "DO SELECT", tables: Some("vault"), ..C },
     Case { sql: "DO $$ BEGIN BEGIN DELETE FROM t; EXCEPTION WHEN others THEN NULL; END; END $$", kinds: "DO DELETE", tables: Some("t"), ww: true, ..C },
     Case { sql: "DO $$ BEGIN EXECUTE 'CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $f$ BEGIN TRUNCATE t; END $f$'; END $$", kinds: "DO SELECT CREATE TRUNCATE", tables: Some("t"), ..C },
+    Case { sql: "DO $$ DECLARE v users.id%TYPE; r users%ROWTYPE; BEGIN SELECT * INTO r FROM users WHERE id = 1; DELETE FROM users WHERE id = r.id; END $$", kinds: "DO SELECT DELETE", tables: Some("users"), ..C },
+    Case { sql: "CREATE FUNCTION f(u users) RETURNS SETOF users LANGUAGE plpgsql AS $$ DECLARE c CURSOR FOR SELECT * FROM archive; BEGIN RETURN QUERY SELECT * FROM users WHERE id = u.id; END $$", kinds: "CREATE SELECT", tables: Some("users archive"), ..C },
     Case { sql: "DO LANGUAGE plperl $$ system('rm -rf /') $$", kinds: "DO", unknown: true, ..C },
     // Prepared statements (without a session, EXECUTE is unknown).
     Case { sql: "PREPARE p AS DELETE FROM t WHERE id = $1", kinds: "PREPARE DELETE", tables: Some("t"), ..C },
@@ -480,7 +499,7 @@ fn cache_is_bounded_and_keeps_hot_entries() {
     let mut cache = SqlCache::new(8);
     cache.classify("SELECT 'hot'").unwrap();
     for i in 0..100 {
-        cache.classify(&format!("SELECT {i}")).unwrap();
+        cache.classify(&format!("SELECT * FROM t{i}")).unwrap();
         // The hot statement is used between every two cold ones.
         cache.classify("SELECT 'hot'").unwrap();
         assert!(cache.len() <= 8);
@@ -490,8 +509,88 @@ fn cache_is_bounded_and_keeps_hot_entries() {
     cache.classify("SELECT 'hot'").unwrap();
     assert_eq!(cache.misses(), misses, "the hot statement was evicted");
     // Every cached entry still answers with its own facts.
-    let facts = cache.classify("SELECT 99").unwrap();
+    let facts = cache.classify("SELECT * FROM t99").unwrap();
     assert_eq!(facts.kinds, kinds("SELECT"));
+    assert_eq!(
+        facts.tables,
+        vec![TableRef {
+            schema: None,
+            name: "t99".into()
+        }]
+    );
+}
+
+#[test]
+fn cache_shares_entries_between_texts_that_differ_in_literals() {
+    let mut cache = SqlCache::new(16);
+    let a = cache
+        .classify("SELECT * FROM users WHERE id = 1 AND name = 'a'")
+        .unwrap();
+    let b = cache
+        .classify("SELECT * FROM users WHERE id = 42 AND name = 'b; DROP TABLE t'")
+        .unwrap();
+    assert!(std::rc::Rc::ptr_eq(&a, &b));
+    assert_eq!(
+        (
+            cache.hits(),
+            cache.normalized_hits(),
+            cache.misses(),
+            cache.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    // A different structure is a different entry.
+    let c = cache
+        .classify("SELECT * FROM users WHERE id = 1; DROP TABLE t")
+        .unwrap();
+    assert!(c.kinds.contains(StatementKind::Drop));
+    // Literal-sensitive texts never share, in either order.
+    for (first, second, differ) in [
+        (
+            "SELECT set_config('work_mem', '1MB', false)",
+            "SELECT set_config('role', 'admin', false)",
+            StatementKind::SetRole,
+        ),
+        (
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "DO $$ BEGIN DROP TABLE t; END $$",
+            StatementKind::Drop,
+        ),
+        (
+            "SELECT query_to_xml('SELECT 1', true, false, '')",
+            "SELECT query_to_xml('DELETE FROM t RETURNING 1', true, false, '')",
+            StatementKind::Delete,
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'DELETE FROM t RETURNING 1'",
+            StatementKind::Delete,
+        ),
+    ] {
+        assert!(
+            !cache.classify(first).unwrap().kinds.contains(differ),
+            "{first}"
+        );
+        assert!(
+            cache.classify(second).unwrap().kinds.contains(differ),
+            "{second}"
+        );
+    }
+    assert_eq!(
+        cache
+            .classify("SET standard_conforming_strings = on")
+            .unwrap()
+            .unknown,
+        None
+    );
+    assert!(
+        cache
+            .classify("SET standard_conforming_strings = off")
+            .unwrap()
+            .unknown
+            .is_some()
+    );
+    assert_eq!(cache.normalized_hits(), 1);
 }
 
 #[test]
@@ -626,4 +725,46 @@ fn session_parse_errors_pass_through() {
         s.classify(&mut cache, "EXECUT p"),
         Err(SqlError::Parse(_))
     ));
+}
+
+/// Trees deeper than the parser's output can carry are refused, and neither
+/// the parser nor the walk overflows the stack on the way.
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    for depth in [10usize, 40, 200, 5000] {
+        let chain = format!("SELECT {}1", "1 + ".repeat(depth));
+        let unions = vec!["SELECT 1"; depth].join(" UNION ALL ");
+        let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+        for sql in [chain, unions, parens] {
+            let r = classify(&sql);
+            eprintln!(
+                "DEPTH {depth} {} {:?}",
+                &sql[..20],
+                r.as_ref().map(|f| f.kinds).map_err(|e| e.to_string())
+            );
+            match r {
+                Ok(f) => assert!(f.kinds.contains(StatementKind::Select)),
+                Err(SqlError::Parse(_)) => assert!(depth > 40, "depth {depth} refused"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+/// Every prefix of every corpus statement either classifies or is refused;
+/// none panics. Cut-off text reaches parts of the parser and of the
+/// PL/pgSQL compiler that whole statements do not.
+#[test]
+fn every_prefix_classifies_or_is_refused() {
+    let mut refused = 0usize;
+    for case in CORPUS {
+        for end in (0..case.sql.len()).filter(|&i| case.sql.is_char_boundary(i)) {
+            match classify(&case.sql[..end]) {
+                Ok(facts) => assert!(facts.statements <= 3, "{:?}", &case.sql[..end]),
+                Err(SqlError::Parse(_)) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(refused > 0);
 }
