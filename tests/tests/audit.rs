@@ -526,3 +526,41 @@ fn a_full_disk_fails_closed_and_leaves_no_corrupt_segment() {
     let out = Custos::audit_cli(&["verify", "--dir", &dir.display().to_string()]);
     out.assert_success("verify after a full disk");
 }
+
+/// Policy decisions reach the trail: a blocked command is a `block` record
+/// naming its rule, inline or as RESP, and what the store ran is not.
+#[test]
+fn blocked_commands_are_recorded_as_blocks_with_their_rule() {
+    let t = TrailDir::new();
+    let redis = RedisServer::start();
+    let config = CustosConfig::redis(&redis)
+        .rule(
+            r#"id = "no-flush"
+target = "*"
+groups = ["*"]
+command = ["FLUSHALL"]
+action = "block"
+reason = "destructive command""#,
+        )
+        .audit(&t.dir(), &t.key(), "");
+    let custos = Custos::start(config);
+    let mut c = RawConn::open(custos.port());
+    assert_eq!(c.cmd(&["SET", "k", "v"]).text().as_deref(), Some("OK"));
+    let r = c.cmd(&["FLUSHALL"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("rule no-flush")),
+        "{r:?}"
+    );
+    c.send(b"flushall\r\n").unwrap();
+    assert!(matches!(c.read().unwrap(), Reply::Error(_)));
+    assert_eq!(c.cmd(&["GET", "k"]).text().as_deref(), Some("v"));
+    drop(c);
+    stop(custos);
+    verify_ok(&t);
+    let blocks = search(&t, &["--kind", "block"]);
+    assert_eq!(blocks.len(), 2, "{blocks:#?}");
+    for b in &blocks {
+        assert_eq!(field(b, "rule"), Some("no-flush"), "{b}");
+        assert_eq!(field(b, "decision"), Some("block"), "{b}");
+    }
+}

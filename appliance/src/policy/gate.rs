@@ -48,6 +48,10 @@ pub enum Gate {
         carrier: &'static [u8],
         /// What the client gets.
         reply: Vec<u8>,
+        /// What the audit trail records: the decision and the rule id
+        /// (empty for EXEC of a poisoned transaction, which is no policy
+        /// decision of its own).
+        audit: (crate::audit::Decision, Box<str>),
     },
 }
 
@@ -195,6 +199,7 @@ impl RedisGate {
         Gate::Answer {
             carrier: PING_CARRIER,
             reply,
+            audit: (crate::audit::Decision::Block, DEFAULT_RULE_ID.into()),
         }
     }
 
@@ -207,9 +212,11 @@ impl RedisGate {
                 }
                 let state = self.state.borrow();
                 self.log(d, name, sub, "blocked");
+                let (rule, _) = state.policy.explain(self.target, d);
                 Gate::Answer {
                     carrier: PING_CARRIER,
                     reply: state.policy.redis_refusal(self.target, d).to_vec(),
+                    audit: (crate::audit::Decision::Block, rule.into()),
                 }
             }
             Action::Approve => {
@@ -221,9 +228,12 @@ impl RedisGate {
                 let mut reply = b"-NOPERM custos: approval required, request ".to_vec();
                 reply.extend_from_slice(id.as_bytes());
                 reply.extend_from_slice(b"\r\n");
+                let state = self.state.borrow();
+                let (rule, _) = state.policy.explain(self.target, d);
                 Gate::Answer {
                     carrier: PING_CARRIER,
                     reply,
+                    audit: (crate::audit::Decision::Approve, rule.into()),
                 }
             }
         }
@@ -281,6 +291,7 @@ impl RedisGate {
                     return Gate::Answer {
                         carrier: DISCARD,
                         reply: EXECABORT.to_vec(),
+                        audit: (crate::audit::Decision::Block, "".into()),
                     };
                 }
             }

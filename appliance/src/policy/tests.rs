@@ -464,7 +464,7 @@ fn the_session_gate_agrees_with_the_corpus_and_answers_in_the_documented_words()
         match action {
             Action::Allow => assert_eq!(got, Gate::Pass, "{t} [{grp}] {line}"),
             Action::Block => {
-                let Gate::Answer { carrier, reply } = got else {
+                let Gate::Answer { carrier, reply, .. } = got else {
                     panic!("{t} [{grp}] {line}: {got:?}")
                 };
                 assert_eq!(carrier, gate::PING_CARRIER);
@@ -520,7 +520,8 @@ fn a_refused_command_in_multi_aborts_the_transaction() {
         through_gate(&g, "exec"),
         Gate::Answer {
             carrier: gate::DISCARD,
-            reply: gate::EXECABORT.to_vec()
+            reply: gate::EXECABORT.to_vec(),
+            audit: (crate::audit::Decision::Block, "".into()),
         }
     );
     // The next transaction starts clean.

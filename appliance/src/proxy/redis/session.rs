@@ -849,7 +849,18 @@ async fn client_side(
                         continue;
                     }
                     // Policy hook: inline commands are decided like any other.
-                    if let Gate::Answer { carrier, reply } = s.gate.check_args(&args[..]) {
+                    if let Gate::Answer {
+                        carrier,
+                        reply,
+                        audit,
+                    } = s.gate.check_args(&args[..])
+                    {
+                        if let Some(a) = &s.audit {
+                            scratch.clear();
+                            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                            resp::encode::command(&mut scratch, &refs);
+                            a.redis_command(&scratch, audit.0, Some(audit.1.as_bytes()));
+                        }
                         commands += 1;
                         if !answer_locally(s, &mut uw, carrier, reply, now).await {
                             break 'read;
@@ -894,7 +905,21 @@ async fn client_side(
                         },
                         g => g,
                     };
-                    if let Gate::Answer { carrier, reply } = gate {
+                    if let Gate::Answer {
+                        carrier,
+                        reply,
+                        audit,
+                    } = gate
+                    {
+                        if let Some(a) = &s.audit {
+                            // The refused command as far as it is buffered
+                            // (the trail caps commands anyway).
+                            let len = match resp::check(data, &limits) {
+                                Ok(Some(len)) => len,
+                                _ => data.len(),
+                            };
+                            a.redis_command(&data[..len], audit.0, Some(audit.1.as_bytes()));
+                        }
                         if !flush(s, &mut uw, &mut buf, fwd, pos).await
                             || !answer_locally(s, &mut uw, carrier, reply, now).await
                         {
