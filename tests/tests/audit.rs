@@ -564,3 +564,54 @@ reason = "destructive command""#,
         assert_eq!(field(b, "decision"), Some("block"), "{b}");
     }
 }
+
+/// The same for SQL: a refused statement, simple or extended protocol, is
+/// a `block` record naming its rule, and the table is untouched.
+#[test]
+fn refused_statements_are_recorded_as_blocks_with_their_rule() {
+    let t = TrailDir::new();
+    let pg = custos_tests::postgres_server::PostgresOptions::default().start();
+    pg.psql_direct(&format!(
+        "CREATE TABLE keep (id int); INSERT INTO keep VALUES (1); GRANT ALL ON keep TO \"{}\";",
+        pg.user()
+    ));
+    let config = CustosConfig::postgres(&pg)
+        .rule(
+            r#"id = "no-ddl"
+target = "*"
+groups = ["*"]
+statement = ["DROP"]
+action = "block"
+reason = "destructive statement""#,
+        )
+        .audit(&t.dir(), &t.key(), "");
+    let custos = Custos::start(config);
+    let conn = custos_tests::tools::PgConnect::new(custos.port()).dbname(pg.database());
+    let out = custos_tests::tools::psql(&conn, &["-c", "SELECT 1; DROP TABLE keep"], None);
+    assert!(
+        !out.status.success() && out.stderr.contains("no-ddl"),
+        "{}",
+        out.stderr
+    );
+    let py = custos_tests::python::run_python(
+        "import sys, psycopg\n\
+         with psycopg.connect(sys.argv[1], autocommit=True) as c:\n\
+         \x20   try:\n\
+         \x20       c.execute('DROP TABLE keep', prepare=True)\n\
+         \x20   except psycopg.errors.InsufficientPrivilege as e:\n\
+         \x20       print('refused', e.sqlstate)\n",
+        &[&conn.conninfo()],
+        &[],
+    );
+    py.assert_success("psycopg extended DROP");
+    assert!(py.stdout.contains("refused 42501"), "{}", py.stdout);
+    assert_eq!(pg.psql_direct("SELECT count(*) FROM keep"), "1");
+    stop(custos);
+    verify_ok(&t);
+    let blocks = search(&t, &["--kind", "block"]);
+    assert_eq!(blocks.len(), 2, "{blocks:#?}");
+    for b in &blocks {
+        assert_eq!(field(b, "rule"), Some("no-ddl"), "{b}");
+        assert!(b.contains("DROP TABLE keep"), "{b}");
+    }
+}

@@ -324,6 +324,19 @@ impl SessionAudit {
     /// A client message (`msg` from its tag; `whole` unless it is larger
     /// than the connection's buffer, when `msg` is its first part).
     pub fn pg_frontend(&self, msg: &[u8], whole: bool, now: Instant) {
+        self.pg_frontend_decided(msg, whole, now, None);
+    }
+
+    /// [`SessionAudit::pg_frontend`] for a message policy refused: a Query
+    /// or Parse recorded as a block or approval record naming its rule
+    /// (the store runs a stand-in that raises the refusal).
+    pub fn pg_frontend_decided(
+        &self,
+        msg: &[u8],
+        whole: bool,
+        now: Instant,
+        decided: Option<(Decision, &[u8])>,
+    ) {
         use frontend::tag;
         let Some(&t) = msg.first() else { return };
         let parsed = if whole {
@@ -339,10 +352,27 @@ impl SessionAudit {
                     Some(frontend::Message::Query { sql }) => sql,
                     _ => body,
                 };
-                let n = self.pg_command(&sql[..sql.len().min(COMMAND_BYTES_MAX)], None, !whole);
+                let n = self.pg_command(
+                    &sql[..sql.len().min(COMMAND_BYTES_MAX)],
+                    None,
+                    !whole,
+                    decided,
+                );
                 let mut pg = self.pg.borrow_mut();
                 pg.queue.push_back(PgPending::Simple(n, now));
                 pg.queue.push_back(PgPending::Sync);
+            }
+            tag::PARSE if decided.is_some() => {
+                let sql = match parsed {
+                    Some(frontend::Message::Parse { sql, .. }) => sql,
+                    _ => body,
+                };
+                self.pg_command(
+                    &sql[..sql.len().min(COMMAND_BYTES_MAX)],
+                    None,
+                    !whole,
+                    decided,
+                );
             }
             tag::PARSE => {
                 let mut pg = self.pg.borrow_mut();
@@ -404,7 +434,7 @@ impl SessionAudit {
                             .get(portal)
                             .map_or((&[][..], 0), |(s, p)| (&s[..], *p))
                     };
-                    self.pg_command(sql, Some(params), false)
+                    self.pg_command(sql, Some(params), false, None)
                 };
                 self.pg
                     .borrow_mut()
@@ -429,7 +459,7 @@ impl SessionAudit {
                     _ => 0,
                 };
                 let text = format!("function call (oid {oid})");
-                let n = self.pg_command(text.as_bytes(), None, false);
+                let n = self.pg_command(text.as_bytes(), None, false, None);
                 let mut pg = self.pg.borrow_mut();
                 pg.queue.push_back(PgPending::Simple(n, now));
                 pg.queue.push_back(PgPending::Sync);
@@ -439,10 +469,17 @@ impl SessionAudit {
         }
     }
 
-    fn pg_command(&self, sql: &[u8], params: Option<u16>, cut: bool) -> u64 {
+    fn pg_command(
+        &self,
+        sql: &[u8],
+        params: Option<u16>,
+        cut: bool,
+        decided: Option<(Decision, &[u8])>,
+    ) -> u64 {
         let n = self.next_command();
-        let mut head = self.head(Kind::Command, n);
-        head.decision = Some(Decision::Allow);
+        let decision = decided.map_or(Decision::Allow, |(d, _)| d);
+        let mut head = self.head(Kind::for_decision(decision), n);
+        head.decision = Some(decision);
         // The number of bound parameters goes in `count`.
         head.count = params.unwrap_or(0) as u64;
         let detail: &[u8] = match (params, cut) {
@@ -450,7 +487,8 @@ impl SessionAudit {
             (None, true) => b"statement larger than the connection buffer; its start",
             (None, false) => b"",
         };
-        self.emit_head(&head, |e| e.rule(b"").arg(sql).finish(b"", b"", detail));
+        let rule = decided.map_or(&b""[..], |(_, r)| r);
+        self.emit_head(&head, |e| e.rule(rule).arg(sql).finish(b"", b"", detail));
         n
     }
 

@@ -49,6 +49,8 @@ pub struct SqlGate {
     state: RefCell<Arc<PolicyState>>,
     rules: RefCell<Rc<SqlRules>>,
     session: RefCell<SessionSql>,
+    /// The last refusal's decision and rule id, for the audit trail.
+    refused: RefCell<Option<(crate::audit::Decision, Box<str>)>>,
 }
 
 impl SqlGate {
@@ -64,6 +66,7 @@ impl SqlGate {
             groups: identity.groups.clone(),
             generation: Cell::new(generation),
             session: RefCell::new(SessionSql::default()),
+            refused: RefCell::new(None),
         }
     }
 
@@ -94,9 +97,20 @@ impl SqlGate {
         Some(self.refusal(d, &facts))
     }
 
+    /// The decision and rule id of the refusal [`SqlGate::check`] last
+    /// returned, once.
+    pub fn take_refusal(&self) -> Option<(crate::audit::Decision, Box<str>)> {
+        self.refused.take()
+    }
+
     fn refusal(&self, d: Decision, facts: &Result<Rc<SqlFacts>, SqlError>) -> String {
         let state = self.state.borrow();
         let (rule, reason) = state.policy.explain(self.target, d);
+        let decision = match d.action {
+            Action::Approve => crate::audit::Decision::Approve,
+            _ => crate::audit::Decision::Block,
+        };
+        self.refused.replace(Some((decision, rule.into())));
         let target = &state.policy.targets[self.target].name;
         let kinds: Vec<&str> = match facts {
             Ok(f) => f.kinds.iter().map(|k| k.name()).collect(),

@@ -595,21 +595,25 @@ async fn client_side(
                     break;
                 }
                 let end = pos + h.len.min(data.len() - pos);
-                if let Some(a) = &s.audit {
-                    if a.refusing()
-                        && matches!(
-                            h.tag,
-                            tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
-                        )
-                    {
-                        // What came before is forwarded and answered; this
-                        // and everything after it is refused with the session.
-                        unrecordable = true;
-                        break;
-                    }
-                    a.pg_frontend(&data[pos..end], whole, now);
+                if let Some(a) = &s.audit
+                    && a.refusing()
+                    && matches!(
+                        h.tag,
+                        tag::QUERY | tag::PARSE | tag::EXECUTE | tag::FUNCTION_CALL
+                    )
+                {
+                    // What came before is forwarded and answered; this and
+                    // everything after it is refused with the session.
+                    unrecordable = true;
+                    break;
                 }
-                if let Some(replacement) = policy_check(s, &data[pos..], h, framing.streaming()) {
+                let replacement = policy_check(s, &data[pos..], h, framing.streaming());
+                if let Some(a) = &s.audit {
+                    let refusal = replacement.as_ref().and_then(|_| s.gate.take_refusal());
+                    let decided = refusal.as_ref().map(|(d, r)| (*d, r.as_bytes()));
+                    a.pg_frontend_decided(&data[pos..end], whole, now, decided);
+                }
+                if let Some(replacement) = replacement {
                     if h.tag == tag::QUERY {
                         m.commands.add(1);
                         s.syncs.borrow_mut().push_back(now);
