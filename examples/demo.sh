@@ -38,7 +38,14 @@ custos_pid=""
 cleanup() {
   [ -n "$custos_pid" ] && kill "$custos_pid" 2>/dev/null && wait "$custos_pid" 2>/dev/null || true
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
-  [ -n "$pg_pid" ] && kill -INT "$pg_pid" 2>/dev/null && wait "$pg_pid" 2>/dev/null || true
+  if [ -n "$pg_pid" ]; then
+    # The postmaster itself: when run through runuser, $pg_pid is runuser,
+    # which does not pass signals on.
+    local pm
+    pm=$(head -1 "$work/pg/postmaster.pid" 2>/dev/null || echo "$pg_pid")
+    kill -INT "$pm" 2>/dev/null || true
+    wait "$pg_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -134,6 +141,8 @@ run HSET patient:7 name ada ssn 078-05-1120 email ada@example.com
 run SET note:7 "card 4111 1111 1111 1111 on file"
 run HGETALL patient:7
 run GET note:7
+echo "== policy: destructive commands are refused before the store sees them"
+run FLUSHALL || true
 officer=$(mint --sub pat --groups privacy --ttl 15m)
 echo '$ redis-cli -p 6380 --user pat --pass "$OFFICER_TOKEN" GET note:7    # the privacy group sees clear values'
 redis-cli -p 6380 --user pat --pass "$officer" --no-auth-warning GET note:7
@@ -146,6 +155,9 @@ echo "== statements through custos over TLS, alice's token as the password"
 pg "create table if not exists notes (id serial primary key, body text, private text)"
 pg "insert into notes (body, private) values ('remember the milk', 'allergic to nuts'), ('call ada at ada@example.com', 'owes 40')"
 pg "select id, body, private, current_user as store_role from notes"
+echo "== policy: a DROP hidden behind a harmless statement is refused, the table stays"
+pg "select 1; drop table notes" || true
+pg "select count(*) from notes"
 echo "== a client without TLS is refused before it can send a token"
 PGPASSWORD=$token psql "host=127.0.0.1 port=5433 user=alice sslmode=disable" -X -c "select 1" || true
 echo "== an expired token is refused, and says why"
