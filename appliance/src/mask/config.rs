@@ -12,9 +12,9 @@ use custos_masking::{Detector, Masker, Scanner, Style};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::glob::Glob;
 use super::{ColumnRef, MaskRule};
 use crate::config::{ConfigError, Protocol, Target};
+use crate::policy::glob::Glob;
 use crate::secret::Secret;
 
 /// Shortest accepted hash key: an HMAC key shorter than its output makes

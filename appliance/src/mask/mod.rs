@@ -18,7 +18,6 @@
 //! masked.
 
 pub mod config;
-pub mod glob;
 pub mod postgres;
 pub mod redis;
 
@@ -27,8 +26,8 @@ use std::sync::Arc;
 
 use custos_masking::{Masked, Masker, Span};
 
-use self::glob::Glob;
 use crate::identity::Identity;
+use crate::policy::glob::Glob;
 
 /// One compiled `[[mask]]`.
 #[derive(Debug)]

@@ -155,6 +155,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mask_key_patterns_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("secret:*", "secret:a", true),
+            ("secret:*", "secret:", true),
+            ("secret:*", "secrets:a", false),
+            ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("h[a-c]llo", "hdllo", false),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("user:*:ssn", "user:42:ssn", true),
+            ("user:*:ssn", "user:42:name", false),
+            ("**x", "abx", true),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(
+                Glob::new(p.as_bytes()).matches(t.as_bytes()),
+                *want,
+                "{p} ~ {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn pathological_patterns_stay_fast() {
+        let p = Glob::new(b"*a*a*a*a*a*a*a*a*b");
+        let t = vec![b'a'; 10_000];
+        assert!(!p.matches(&t));
+    }
+
+    #[test]
     fn redis_glob_table() {
         let cases: &[(&str, &str, bool)] = &[
             ("*", "", true),
