@@ -258,11 +258,7 @@ pub fn mask_fields(
     for (code, v) in fields.iter() {
         out.push(code);
         if data_field(code) {
-            match mask.detect(v, scratch, out) {
-                Outcome::Clean => out.extend_from_slice(v),
-                Outcome::Rewritten => {}
-                Outcome::Null => out.extend_from_slice(b"****"),
-            }
+            detected_text(mask, v, scratch, out)
         } else {
             out.extend_from_slice(v);
         }
@@ -298,11 +294,7 @@ pub fn mask_notification(
     out.extend_from_slice(&pid.to_be_bytes());
     out.extend_from_slice(channel);
     out.push(0);
-    match mask.detect(payload, scratch, out) {
-        Outcome::Clean => out.extend_from_slice(payload),
-        Outcome::Rewritten => {}
-        Outcome::Null => out.extend_from_slice(b"****"),
-    }
+    detected_text(mask, payload, scratch, out);
     out.push(0);
     end(out, at);
     true
@@ -324,13 +316,19 @@ pub fn mask_copy_data(
         return false;
     }
     let at = begin(out, msg[0]);
-    match mask.detect(payload, scratch, out) {
-        Outcome::Clean => out.extend_from_slice(payload),
+    detected_text(mask, payload, scratch, out);
+    end(out, at);
+    true
+}
+
+/// Appends `text` with what the detectors find masked, for message fields
+/// that have no null (a null-style match becomes `****`).
+fn detected_text(mask: &SessionMask, text: &[u8], scratch: &mut Scratch, out: &mut Vec<u8>) {
+    match mask.detect(text, scratch, out) {
+        Outcome::Clean => out.extend_from_slice(text),
         Outcome::Rewritten => {}
         Outcome::Null => out.extend_from_slice(b"****"),
     }
-    end(out, at);
-    true
 }
 
 fn begin(out: &mut Vec<u8>, tag: u8) -> usize {
