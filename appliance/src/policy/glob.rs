@@ -8,13 +8,22 @@
 //! backtracking point (the last `*`), so it runs in O(pattern × subject) at
 //! worst, where the recursive original can take exponential time.
 
-/// A compiled glob. Patterns are short, so "compiling" only keeps the bytes
-/// and whether the pattern is a literal or a plain prefix, which most key
-/// patterns are (`tenant:*`).
+/// A compiled glob. Patterns are short, so "compiling" keeps the bytes, the
+/// shape most key patterns have (a literal, `tenant:*`, `*:password`), and
+/// for the rest the literal bytes at either end and the shortest subject
+/// that can match, which reject most subjects in a few comparisons before
+/// the general matcher runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: Box<[u8]>,
     shape: Shape,
+    /// Leading literal bytes (before the first special byte).
+    prefix: usize,
+    /// Trailing literal bytes (after the last `*` or `?`); zero when the
+    /// pattern has a class or an escape, whose ends are not literal.
+    suffix: usize,
+    /// Length of the shortest subject that can match.
+    min_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +32,8 @@ enum Shape {
     Literal,
     /// Literal bytes then one trailing `*`.
     Prefix,
+    /// One leading `*` then literal bytes.
+    Suffix,
     /// Anything else.
     General,
 }
@@ -31,15 +42,46 @@ impl Glob {
     /// Compiles `pattern`.
     pub fn new(pattern: &[u8]) -> Glob {
         let special = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
-        let shape = match pattern.iter().position(special) {
-            None => Shape::Literal,
-            Some(i) if i + 1 == pattern.len() && pattern[i] == b'*' => Shape::Prefix,
-            Some(_) => Shape::General,
+        let prefix = pattern.iter().position(special).unwrap_or(pattern.len());
+        // Without classes and escapes every byte but `*` stands for exactly
+        // one subject byte, so the literal tail must end the subject.
+        let simple = !pattern.iter().any(|&b| b == b'[' || b == b'\\');
+        let (suffix, min_len) = if simple {
+            let suffix = pattern
+                .iter()
+                .rev()
+                .position(|&b| b == b'*' || b == b'?')
+                .unwrap_or(pattern.len());
+            (suffix, pattern.iter().filter(|&&b| b != b'*').count())
+        } else {
+            (0, prefix)
+        };
+        let shape = if prefix == pattern.len() {
+            Shape::Literal
+        } else if prefix + 1 == pattern.len() && pattern[prefix] == b'*' {
+            Shape::Prefix
+        } else if simple && pattern[0] == b'*' && suffix + 1 == pattern.len() {
+            Shape::Suffix
+        } else {
+            Shape::General
         };
         Glob {
             pattern: pattern.into(),
             shape,
+            prefix,
+            suffix,
+            min_len,
         }
+    }
+
+    /// The first and the last byte every matching subject has, where the
+    /// pattern fixes them (`None`: any byte can be there).
+    pub fn end_bytes(&self) -> (Option<u8>, Option<u8>) {
+        let p = &self.pattern;
+        (
+            (self.prefix > 0).then(|| p[0]),
+            (self.suffix > 0).then(|| p[p.len() - 1]),
+        )
     }
 
     /// The pattern as written.
@@ -50,11 +92,38 @@ impl Glob {
     /// Whether `subject` matches the whole pattern.
     #[inline]
     pub fn matches(&self, subject: &[u8]) -> bool {
+        let p = &self.pattern;
         match self.shape {
-            Shape::Literal => *self.pattern == *subject,
-            Shape::Prefix => subject.starts_with(&self.pattern[..self.pattern.len() - 1]),
-            Shape::General => glob_match(&self.pattern, subject),
+            Shape::Literal => eq(p, subject),
+            Shape::Prefix => {
+                subject.len() >= self.prefix && eq(&p[..self.prefix], &subject[..self.prefix])
+            }
+            Shape::Suffix => {
+                subject.len() >= self.suffix && eq(&p[1..], &subject[subject.len() - self.suffix..])
+            }
+            Shape::General => {
+                let (n, pre, suf) = (subject.len(), self.prefix, self.suffix);
+                n >= self.min_len
+                    && eq(&p[..pre], &subject[..pre])
+                    && eq(&p[p.len() - suf..], &subject[n - suf..])
+                    && glob_match(&p[pre..p.len() - suf], &subject[pre..n - suf])
+            }
         }
+    }
+}
+
+/// Byte equality for the short slices of key patterns: the last byte first
+/// (key names share prefixes more often than endings), then a plain loop
+/// the compiler keeps inline, where a slice comparison calls `memcmp`.
+#[inline]
+fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.last(), b.last()) {
+        (Some(x), Some(y)) if x != y => false,
+        _ if a.len() > 32 => a == b,
+        _ => a.iter().zip(b).all(|(x, y)| x == y),
     }
 }
 
@@ -186,6 +255,74 @@ mod tests {
                 "{p} ~ {t}"
             );
         }
+    }
+
+    /// Every string over `alphabet` up to `max` bytes long.
+    fn all_strings(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let mut out = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|s| {
+                    alphabet.iter().map(move |&b| {
+                        let mut t = s.clone();
+                        t.push(b);
+                        t
+                    })
+                })
+                .collect();
+            out.extend(last.iter().cloned());
+        }
+        out
+    }
+
+    /// The compiled shapes (literal ends, shortest length) decide exactly
+    /// as the general matcher on the whole pattern, for every pattern and
+    /// subject up to five bytes over a small alphabet, and for patterns
+    /// with classes and escapes.
+    #[test]
+    fn compiled_shapes_agree_with_the_general_matcher() {
+        let subjects = all_strings(b"ab*", 5);
+        let mut patterns = all_strings(b"ab*?", 5);
+        for extra in [
+            "[ab]*", "*[^a]", "a[a-b]?b", "\\**", "*\\*", "a\\?", "[*]b*", "*a[b]",
+        ] {
+            patterns.push(extra.as_bytes().to_vec());
+        }
+        for p in &patterns {
+            let g = Glob::new(p);
+            for t in &subjects {
+                assert_eq!(
+                    g.matches(t),
+                    glob_match(p, t),
+                    "{:?} ~ {:?}",
+                    String::from_utf8_lossy(p),
+                    String::from_utf8_lossy(t)
+                );
+            }
+        }
+    }
+
+    /// Every subject a pattern matches has the end bytes it reports.
+    #[test]
+    fn end_bytes_hold_for_every_match() {
+        let subjects = all_strings(b"ab*", 4);
+        let mut patterns = all_strings(b"ab*?", 4);
+        for extra in ["[ab]*", "*[^a]", "\\**", "*\\*", "a\\?"] {
+            patterns.push(extra.as_bytes().to_vec());
+        }
+        for p in &patterns {
+            let g = Glob::new(p);
+            let (first, last) = g.end_bytes();
+            for t in subjects.iter().filter(|t| g.matches(t)) {
+                assert!(first.is_none_or(|f| t.first() == Some(&f)), "{p:?} {t:?}");
+                assert!(last.is_none_or(|l| t.last() == Some(&l)), "{p:?} {t:?}");
+            }
+        }
+        assert_eq!(Glob::new(b"secret:*").end_bytes(), (Some(b's'), None));
+        assert_eq!(Glob::new(b"*:password").end_bytes(), (None, Some(b'd')));
+        assert_eq!(Glob::new(b"t:*:ssn").end_bytes(), (Some(b't'), Some(b'n')));
     }
 
     #[test]
