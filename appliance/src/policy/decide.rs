@@ -52,6 +52,20 @@ pub enum Verdict {
 /// No rule can match (the default decides).
 const NONE: u16 = u16::MAX;
 
+/// Keys of one command collected on the stack for the rule walk; commands
+/// with more (a long `MGET`) are walked per rule.
+const KEYS_INLINE: usize = 16;
+
+/// The keys of the command being decided.
+enum FoundKeys<'a> {
+    /// All of them.
+    Known(&'a [&'a [u8]]),
+    /// Its specifications could not be followed.
+    Unknown,
+    /// More than [`KEYS_INLINE`].
+    Many,
+}
+
 /// One applicable rule, compiled.
 #[derive(Debug)]
 struct Compiled {
@@ -89,7 +103,26 @@ impl Compiled {
             || (self.categories && self.action.refuses())
     }
 
-    /// Whether the keys of a command match, per the rule's action.
+    /// Whether the keys of a command match, per the rule's action: a
+    /// refusing rule when any key matches one of its globs (or the keys
+    /// cannot be known), an allow rule when every key does (and there is
+    /// one).
+    #[inline]
+    fn keys_match_found(&self, found: &FoundKeys<'_>) -> bool {
+        if self.keys.is_empty() {
+            return true;
+        }
+        let any = |k: &&[u8]| self.keys.iter().any(|g| g.matches(k));
+        match found {
+            FoundKeys::Unknown => self.action.refuses(),
+            FoundKeys::Known(keys) if self.action.refuses() => keys.iter().any(any),
+            FoundKeys::Known(keys) => !keys.is_empty() && keys.iter().all(any),
+            FoundKeys::Many => unreachable!("decided key by key"),
+        }
+    }
+
+    /// [`Self::keys_match_found`] for a command with more keys than
+    /// [`KEYS_INLINE`]: each key visited as the specifications find it.
     fn keys_match<A: Args + ?Sized>(&self, keys: &super::redis::KeyFinder, args: &A) -> bool {
         if self.keys.is_empty() {
             return true;
@@ -127,7 +160,120 @@ pub struct RedisRules {
     /// Per command id: index in `rules` of the first rule whose command
     /// part matches, or [`NONE`].
     first: Box<[u16]>,
+    /// Bit sets that find the deciding rule without visiting the others;
+    /// `None` with more than [`FAST_RULES`] rules or key globs.
+    fast: Option<Box<Fast>>,
     default: Decision,
+}
+
+/// Rules, and key globs, a bit set of [`FAST_WORDS`] words covers.
+const FAST_RULES: usize = 64 * FAST_WORDS;
+const FAST_WORDS: usize = 4;
+
+/// A set of rules (indices into [`RedisRules::rules`]) or of key globs
+/// (in rule order), one bit each.
+type BitSet = [u64; FAST_WORDS];
+
+/// Precomputed sets: a decision intersects a few of them and checks only
+/// the rules left, in order, so its cost hardly grows with the rules a
+/// command or its keys cannot match.
+#[derive(Debug)]
+struct Fast {
+    /// Per command id: the rules whose command part matches it.
+    by_id: Box<[BitSet]>,
+    /// Rules without key globs.
+    keyless: BitSet,
+    /// Rules with key globs whose action refuses (any key matching is a
+    /// hit); the other rules with globs allow (every key must match).
+    refusing: BitSet,
+    /// Per glob: its rule.
+    rule_of: Box<[u16]>,
+    /// Per byte: the globs a key starting with that byte can match.
+    first_byte: Box<[BitSet; 256]>,
+    /// Per byte: the globs a key ending with that byte can match.
+    last_byte: Box<[BitSet; 256]>,
+}
+
+impl Fast {
+    fn build(rules: &[Compiled], table: &CommandTable) -> Option<Box<Fast>> {
+        let globs: usize = rules.iter().map(|r| r.keys.len()).sum();
+        if rules.len() > FAST_RULES || globs > FAST_RULES {
+            return None;
+        }
+        let mut fast = Box::new(Fast {
+            by_id: vec![[0; FAST_WORDS]; table.len()].into_boxed_slice(),
+            keyless: [0; FAST_WORDS],
+            refusing: [0; FAST_WORDS],
+            rule_of: Vec::with_capacity(globs).into_boxed_slice(),
+            first_byte: Box::new([[0; FAST_WORDS]; 256]),
+            last_byte: Box::new([[0; FAST_WORDS]; 256]),
+        });
+        let mut rule_of = Vec::with_capacity(globs);
+        for (i, r) in rules.iter().enumerate() {
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            for (id, set) in fast.by_id.iter_mut().enumerate() {
+                if r.matches_id(id as CommandId) {
+                    set[w] |= bit;
+                }
+            }
+            if r.keys.is_empty() {
+                fast.keyless[w] |= bit;
+                continue;
+            }
+            if r.action.refuses() {
+                fast.refusing[w] |= bit;
+            }
+            for g in r.keys.iter() {
+                let gi = rule_of.len();
+                rule_of.push(i as u16);
+                let (gw, gbit) = (gi / 64, 1u64 << (gi % 64));
+                let (first, last) = g.end_bytes();
+                for b in 0..256usize {
+                    if first.is_none_or(|f| usize::from(f) == b) {
+                        fast.first_byte[b][gw] |= gbit;
+                    }
+                    if last.is_none_or(|l| usize::from(l) == b) {
+                        fast.last_byte[b][gw] |= gbit;
+                    }
+                }
+            }
+        }
+        fast.rule_of = rule_of.into_boxed_slice();
+        Some(fast)
+    }
+
+    /// The rules with a glob that key `k` may match (a superset of those
+    /// with a glob it does match).
+    #[inline]
+    fn candidates(&self, k: &[u8]) -> BitSet {
+        let globs: BitSet = match (k.first(), k.last()) {
+            (Some(&f), Some(&l)) => {
+                let (a, b) = (
+                    &self.first_byte[usize::from(f)],
+                    &self.last_byte[usize::from(l)],
+                );
+                std::array::from_fn(|w| a[w] & b[w])
+            }
+            // The empty key: only globs that match anything can match it.
+            _ => {
+                let mut all = [0; FAST_WORDS];
+                for g in 0..self.rule_of.len() {
+                    all[g / 64] |= 1 << (g % 64);
+                }
+                all
+            }
+        };
+        let mut rules = [0; FAST_WORDS];
+        for (w, mut bits) in globs.into_iter().enumerate() {
+            while bits != 0 {
+                let g = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let r = usize::from(self.rule_of[g]);
+                rules[r / 64] |= 1 << (r % 64);
+            }
+        }
+        rules
+    }
 }
 
 impl RedisRules {
@@ -193,6 +339,7 @@ impl RedisRules {
             })
             .collect();
         RedisRules {
+            fast: Fast::build(&rules, table),
             rules,
             first,
             default: Decision::default_of(tp.default_action),
@@ -237,9 +384,77 @@ impl RedisRules {
             return self.default;
         }
         let keys = &table.get(id).keys;
+        // Find the keys once for all the rules that look at them; only a
+        // command with more keys than fit on the stack is walked per rule.
+        let mut inline: [&[u8]; KEYS_INLINE] = [&[]; KEYS_INLINE];
+        let mut n = 0usize;
+        let mut many = false;
+        let found = match keys.for_each(args, |k| {
+            if n == KEYS_INLINE {
+                many = true;
+                return true;
+            }
+            inline[n] = k;
+            n += 1;
+            false
+        }) {
+            _ if many => FoundKeys::Many,
+            Keys::Known => FoundKeys::Known(&inline[..n]),
+            Keys::Unknown => FoundKeys::Unknown,
+        };
+        if let (Some(fast), false) = (&self.fast, matches!(found, FoundKeys::Many)) {
+            return self.decide_fast(fast, id, &found);
+        }
         for r in &self.rules[start as usize..] {
-            if r.matches_id(id) && r.keys_match(keys, args) {
+            if !r.matches_id(id) {
+                continue;
+            }
+            let hit = match found {
+                FoundKeys::Many => r.keys_match(keys, args),
+                _ => r.keys_match_found(&found),
+            };
+            if hit {
                 return Decision::by(r.action, r.rule);
+            }
+        }
+        self.default
+    }
+
+    /// The first rule that matches command `id` with keys `found`: the
+    /// rules the bit sets leave, in order, each checked in full.
+    #[inline]
+    fn decide_fast(&self, fast: &Fast, id: CommandId, found: &FoundKeys<'_>) -> Decision {
+        // Rules with globs that some key may match (for refusing rules),
+        // and that every key may match (for allow rules).
+        let (any, all) = match found {
+            FoundKeys::Known([]) => ([0; FAST_WORDS], [0; FAST_WORDS]),
+            FoundKeys::Known(keys) => {
+                let mut any = [0; FAST_WORDS];
+                let mut all = [!0; FAST_WORDS];
+                for k in keys.iter() {
+                    let c = fast.candidates(k);
+                    for w in 0..FAST_WORDS {
+                        any[w] |= c[w];
+                        all[w] &= c[w];
+                    }
+                }
+                (any, all)
+            }
+            // Unknown keys: every refusing rule with globs may match, no
+            // allow rule with globs does.
+            _ => ([!0; FAST_WORDS], [0; FAST_WORDS]),
+        };
+        let by_id = &fast.by_id[id as usize];
+        for w in 0..FAST_WORDS {
+            let mut left = by_id[w]
+                & (fast.keyless[w] | (any[w] & fast.refusing[w]) | (all[w] & !fast.refusing[w]));
+            while left != 0 {
+                let i = w * 64 + left.trailing_zeros() as usize;
+                left &= left - 1;
+                let r = &self.rules[i];
+                if r.keys_match_found(found) {
+                    return Decision::by(r.action, r.rule);
+                }
             }
         }
         self.default

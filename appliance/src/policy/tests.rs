@@ -292,6 +292,49 @@ const REDIS_CASES: &[(&str, &str, &str, Action, &str)] = &[
         B,
         "tenant-a-other-writes",
     ),
+    // More keys than a decision collects on the stack: the same answers,
+    // key by key.
+    (
+        "cache",
+        "",
+        "DEL k1 k2 k3 k4 k5 k6 k7 k8 k9 k10 k11 k12 k13 k14 k15 k16 k17 secret:1",
+        B,
+        "secrets",
+    ),
+    (
+        "cache",
+        "",
+        "DEL k1 k2 k3 k4 k5 k6 k7 k8 k9 k10 k11 k12 k13 k14 k15 k16 k17 k18",
+        A,
+        "default",
+    ),
+    (
+        "cache",
+        "tenant-a",
+        "DEL tenant:a:1 tenant:a:2 tenant:a:3 tenant:a:4 tenant:a:5 tenant:a:6 tenant:a:7 \
+         tenant:a:8 tenant:a:9 tenant:a:10 tenant:a:11 tenant:a:12 tenant:a:13 tenant:a:14 \
+         tenant:a:15 tenant:a:16 tenant:a:17",
+        A,
+        "tenant-a-writes",
+    ),
+    (
+        "cache",
+        "tenant-a",
+        "DEL tenant:a:1 tenant:a:2 tenant:a:3 tenant:a:4 tenant:a:5 tenant:a:6 tenant:a:7 \
+         tenant:a:8 tenant:a:9 tenant:a:10 tenant:a:11 tenant:a:12 tenant:a:13 tenant:a:14 \
+         tenant:a:15 tenant:a:16 tenant:b:17",
+        B,
+        "tenant-a-other-writes",
+    ),
+    (
+        "cache",
+        "tenant-a",
+        "DEL tenant:a:1 tenant:a:2 tenant:a:3 tenant:a:4 tenant:a:5 tenant:a:6 tenant:a:7 \
+         tenant:a:8 tenant:a:9 tenant:a:10 tenant:a:11 tenant:a:12 tenant:a:13 tenant:a:14 \
+         tenant:a:15 tenant:b:16",
+        B,
+        "tenant-a-other-writes",
+    ),
     (
         "cache",
         "tenant-a",
@@ -419,6 +462,36 @@ fn redis_corpus() {
         }
     }
     assert!(REDIS_CASES.len() >= 100, "{}", REDIS_CASES.len());
+}
+
+/// The corpus again with 300 more rules (matching nothing it holds) after
+/// the others: too many for the decision's bit sets, so every decision
+/// walks the rules one by one, and must come out the same.
+#[test]
+fn redis_corpus_with_too_many_rules_for_the_bit_sets() {
+    let mut src = REDIS_POLICY.to_string();
+    for i in 0..300 {
+        src.push_str(&format!(
+            "\n[[rule]]\nid = \"pad-{i}\"\ntarget = \"cache\"\ngroups = [\"*\"]\n\
+             command = [\"OBJECT\", \"@write\"]\nkeys = [\"never-{i}:*\", \"*:never-{i}\"]\n\
+             action = \"block\"\nreason = \"padding\"\n"
+        ));
+    }
+    let cfg = config(&src);
+    let table = CommandTable::builtin();
+    for &(t, g, line, action, rule) in REDIS_CASES {
+        let target = cfg.targets.iter().position(|x| x.name == t).unwrap();
+        let d = redis_decide(&cfg, &table, t, g, line);
+        assert_eq!(
+            explain(&cfg.policy, target, d),
+            (action, rule.to_string()),
+            "{t} [{g}] {line}"
+        );
+    }
+    // And the padding does decide where it matches.
+    let d = redis_decide(&cfg, &table, "cache", "", "SET never-299:x v");
+    let cache = cfg.targets.iter().position(|x| x.name == "cache").unwrap();
+    assert_eq!(explain(&cfg.policy, cache, d), (B, "pad-299".to_string()));
 }
 
 fn gate(cfg: &Config, target: &str, g: &str) -> RedisGate {

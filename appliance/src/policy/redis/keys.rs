@@ -107,7 +107,11 @@ pub enum Keys {
 impl KeyFinder {
     /// Calls `f` with each key of the command whose arguments are `args`,
     /// until `f` returns `true`. No allocation.
-    pub fn for_each<A: Args + ?Sized>(&self, args: &A, f: impl FnMut(&[u8]) -> bool) -> Keys {
+    pub fn for_each<'a, A: Args + ?Sized>(
+        &self,
+        args: &'a A,
+        f: impl FnMut(&'a [u8]) -> bool,
+    ) -> Keys {
         match self {
             KeyFinder::None => Keys::Known,
             KeyFinder::Unknown => Keys::Unknown,
@@ -124,10 +128,10 @@ impl KeyFinder {
 
 /// Visits the keys `specs` find in `args`; `false` when a specification
 /// cannot be followed (a key count that is not a number, say).
-pub fn for_each_key<A: Args + ?Sized>(
+pub fn for_each_key<'a, A: Args + ?Sized>(
     specs: &[KeySpec],
-    args: &A,
-    mut f: impl FnMut(&[u8]) -> bool,
+    args: &'a A,
+    mut f: impl FnMut(&'a [u8]) -> bool,
 ) -> bool {
     let argc = args.count() as i64;
     for spec in specs {
@@ -225,8 +229,10 @@ const FRAME_ARGS_INLINE: usize = 32;
 /// as views into its buffer; no allocation for up to 32 arguments.
 pub struct FrameArgs<'a> {
     buf: &'a [u8],
-    inline: [(usize, usize); FRAME_ARGS_INLINE],
-    spill: Vec<(usize, usize)>,
+    /// Start and end of each argument in `buf` (a command is far below
+    /// 4 GiB: the request limits cap it).
+    inline: [(u32, u32); FRAME_ARGS_INLINE],
+    spill: Vec<(u32, u32)>,
     len: usize,
 }
 
@@ -235,11 +241,26 @@ impl<'a> FrameArgs<'a> {
     /// checked is whole and valid; `None` if it is not an array of bulk
     /// strings.
     pub fn parse(frame: &'a [u8]) -> Option<FrameArgs<'a>> {
+        /// The decimal number at `at`, up to its CRLF; at most nine digits
+        /// (the request limits are far below a billion).
         fn number(buf: &[u8], at: &mut usize) -> Option<usize> {
-            let end = *at + memchr_crlf(&buf[*at..])?;
-            let n = std::str::from_utf8(&buf[*at..end]).ok()?.parse().ok()?;
-            *at = end + 2;
+            let digits = &buf[*at..];
+            let end = memchr::memchr(b'\r', digits)?;
+            if end == 0 || end > 9 || digits.get(end + 1) != Some(&b'\n') {
+                return None;
+            }
+            let mut n = 0usize;
+            for &d in &digits[..end] {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + usize::from(d - b'0');
+            }
+            *at += end + 2;
             Some(n)
+        }
+        if frame.len() > u32::MAX as usize {
+            return None;
         }
         let mut at = 1;
         if frame.first() != Some(&b'*') {
@@ -263,6 +284,7 @@ impl<'a> FrameArgs<'a> {
                 return None;
             }
             at = span.1 + 2;
+            let span = (span.0 as u32, span.1 as u32);
             if i < FRAME_ARGS_INLINE {
                 out.inline[i] = span;
             } else {
@@ -272,10 +294,6 @@ impl<'a> FrameArgs<'a> {
         }
         Some(out)
     }
-}
-
-fn memchr_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
 }
 
 impl Args for FrameArgs<'_> {
@@ -290,7 +308,7 @@ impl Args for FrameArgs<'_> {
         } else {
             self.spill[i - FRAME_ARGS_INLINE]
         };
-        &self.buf[a..b]
+        &self.buf[a as usize..b as usize]
     }
 }
 
