@@ -171,6 +171,33 @@ fn key_globs_follow_each_commands_key_positions() {
     assert_eq!(sandbox.as_deref(), Some("v"));
 }
 
+/// Commands a rule with key globs allows are decided on the shared store
+/// connection, so request/response clients keep sharing it under a policy
+/// that looks at keys; a refused key is still refused.
+#[test]
+fn key_rules_keep_request_response_clients_on_the_shared_connection() {
+    let (redis, custos) = redis_behind_custos(policy);
+    let mut conns: Vec<RawConn> = (0..8).map(|_| RawConn::open(custos.port())).collect();
+    for round in 0..10 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            let key = format!("app:{i}");
+            let value = format!("v{round}");
+            assert_eq!(c.cmd(&["SET", &key, &value]), Reply::Simple("OK".into()));
+            assert_eq!(c.cmd(&["GET", &key]), Reply::Bulk(Some(value.into_bytes())));
+        }
+    }
+    let mut refused = RawConn::open(custos.port());
+    let r = refused.cmd(&["GET", "secret:1"]);
+    assert!(error(&r).contains("(rule secrets)"), "{r:?}");
+    // Two shards: at most two shared connections, and at most one of its
+    // own for the session that was refused.
+    let seen = redis.client_list().len();
+    assert!(
+        seen <= 3,
+        "store sees {seen} connections for 9 request/response clients"
+    );
+}
+
 #[test]
 fn refusals_keep_their_place_in_a_pipeline() {
     let (_redis, custos) = redis_behind_custos(policy);

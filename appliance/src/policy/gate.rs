@@ -21,7 +21,7 @@ use custos_parsers::resp::CommandHead;
 use tracing::info;
 
 use super::decide::{Decision, RedisRules, Verdict, unknown_names};
-use super::redis::{Args, CommandTable};
+use super::redis::{Args, CommandTable, FrameArgs};
 use super::state::{PolicyState, ShardPolicy};
 use super::{Action, DEFAULT_RULE_ID};
 use crate::identity::Identity;
@@ -117,7 +117,9 @@ impl RedisGate {
 
     /// Whether the command in `head` would be forwarded, without changing
     /// any state: for the shared store connection, which hands anything
-    /// else to a connection of the session's own.
+    /// else to a connection of the session's own. `buf` starts with the
+    /// whole command (the caller has checked it), so rules with key globs
+    /// are decided here too.
     pub fn allows_head(&self, buf: &[u8], head: &CommandHead) -> bool {
         self.sync();
         let name = head.arg(buf, 0).unwrap_or_default();
@@ -130,7 +132,10 @@ impl RedisGate {
         let d = match table.lookup(name, sub) {
             Some(id) => match rules.decide_id(id) {
                 Verdict::Decided(d) => d,
-                Verdict::NeedArgs => return false,
+                Verdict::NeedArgs => match FrameArgs::parse(buf) {
+                    Some(args) => rules.decide_with_args(&table, id, &args),
+                    None => return false,
+                },
             },
             None => {
                 let (mut n, mut f) = ([0u8; 64], [0u8; 129]);
