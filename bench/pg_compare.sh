@@ -73,7 +73,9 @@
 #   BENCH_TLS [1]               clients use TLS to every endpoint (0: plain text)
 #   BENCH_ENDPOINTS ["postgres custos pgbouncer haproxy"]; `custos-audit` and
 #                               `custos-sync` are custos with an [audit] trail
-#                               (durability async, sync); `pgbouncer-tx`
+#                               (durability async, sync); custos_NAME is custos
+#                               with bench/configs/NAME.toml added (e.g.
+#                               custos_policy50_pg: a 50-rule policy); `pgbouncer-tx`
 #                               adds a second PgBouncer with
 #                               pool_mode = transaction (it skips -M prepared,
 #                               which PgBouncer before 1.21 cannot carry in
@@ -128,10 +130,10 @@ need=(python3 "$PG_BIN/initdb" "$PG_BIN/postgres" "$PG_BIN/pgbench" "$PG_BIN/psq
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
     postgres) ;;
-    custos|custos-audit|custos-sync) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
+    custos|custos_*|custos-audit|custos-sync) [ -n "${CUSTOS_BIN:-}" ] || need+=(cargo) ;;
     pgbouncer|pgbouncer-tx) need+=(pgbouncer) ;;
     haproxy) need+=(haproxy) ;;
-    *) echo "unknown endpoint '$ep' (postgres, custos, custos-audit, custos-sync, pgbouncer, pgbouncer-tx, haproxy)" >&2; exit 2 ;;
+    *) echo "unknown endpoint '$ep' (postgres, custos, custos_<config>, custos-audit, custos-sync, pgbouncer, pgbouncer-tx, haproxy)" >&2; exit 2 ;;
   esac
 done
 for mode in $MODES $CHURN_MODE; do
@@ -235,9 +237,14 @@ INI
 }
 for ep in "${ENDPOINTS[@]}"; do
   case "$ep" in
-    custos|custos-audit|custos-sync)
+    custos|custos_*|custos-audit|custos-sync)
+      # custos_NAME: the same appliance with bench/configs/NAME.toml added
+      # (policy, masking, audit), to measure what a feature costs.
       build_custos
       port=$(free_port); admin=$(free_port)
+      extra=/dev/null
+      case "$ep" in custos_*) extra="$here/configs/${ep#custos_}.toml" ;; esac
+      [ -f "$extra" ] || [ "$extra" = /dev/null ] || { echo "no $extra for endpoint $ep" >&2; exit 2; }
       mkdir -p "$work/$ep"
       if [ "$TLS" = 1 ]; then
         client_tls="tls_cert = \"$work/tls/cert.pem\""$'\n'"tls_key = \"$work/tls/key.pem\""
@@ -253,6 +260,7 @@ for ep in "${ENDPOINTS[@]}"; do
         custos_target_toml bench postgres "$port" "$upstream_port" bench "$work/bench-password" none
         echo 'upstream_database = "bench"'
         printf '%s\n' "$client_tls"
+        sed "s|@WORK@|$work|g" "$extra"
       } > "$work/$ep.toml"
       "$custos_bin" run --config "$work/$ep.toml" 2>"$work/$ep.log" &
       track "$ep" "$port"
@@ -354,10 +362,11 @@ reference=pgbouncer
   fi
   for ep in "${ENDPOINTS[@]}"; do
     case "$ep" in
-      custos|custos-audit|custos-sync)
+      custos|custos_*|custos-audit|custos-sync)
         extra=
         [ -z "$CUSTOS_SERVER_EXTRA" ] || extra=", ${CUSTOS_SERVER_EXTRA//$'\n'/, }"
-        echo "custos: $("$custos_bin" --version), workers = $CUSTOS_WORKERS$extra; $(custos_built)" ;;
+        case "$ep" in custos_*) extra+=", with bench/configs/${ep#custos_}.toml" ;; esac
+        echo "$ep: $("$custos_bin" --version), workers = $CUSTOS_WORKERS$extra; $(custos_built)" ;;
       pgbouncer) echo "pgbouncer: $(pgbouncer --version | head -1), pool_mode = session," \
                       "auth_type = $PGBOUNCER_AUTH" ;;
       pgbouncer-tx) echo "pgbouncer-tx: $(pgbouncer --version | head -1), pool_mode = transaction," \

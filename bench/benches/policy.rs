@@ -85,19 +85,18 @@ fn commands() -> Vec<(Vec<u8>, CommandHead)> {
         &["ZADD", "team:7:z", "1", "m"],
         &["PING"],
     ];
-    lines
-        .iter()
-        .map(|args| {
-            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            let mut frame = Vec::new();
-            resp::encode::command(&mut frame, &args);
-            let Ok(HeadStatus::Multibulk(h)) = resp::command_head(&frame, &Limits::request())
-            else {
-                panic!("head")
-            };
-            (frame, h)
-        })
-        .collect()
+    lines.iter().map(|args| encoded(args)).collect()
+}
+
+/// A command as the session holds it: the frame and its parsed head.
+fn encoded(args: &[&str]) -> (Vec<u8>, CommandHead) {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let mut frame = Vec::new();
+    resp::encode::command(&mut frame, &args);
+    let Ok(HeadStatus::Multibulk(h)) = resp::command_head(&frame, &Limits::request()) else {
+        panic!("head")
+    };
+    (frame, h)
 }
 
 fn decide(g: &RedisGate, frame: &[u8], head: &CommandHead) -> bool {
@@ -135,6 +134,34 @@ fn redis(c: &mut Criterion) {
                 allowed += usize::from(decide(&keys, black_box(f), h));
             }
             assert_eq!(allowed, cmds.len());
+        })
+    });
+    // bench/configs/policy50_redis.toml, the end-to-end comparison's policy:
+    // 50 rules, 27 with key globs, none matching redis-benchmark's keys.
+    let file = format!(
+        "[[target]]\nname = \"cache\"\nprotocol = \"redis\"\nlisten = \"127.0.0.1:16380\"\nupstream = \"127.0.0.1:6379\"\nauth = \"none\"\n{}",
+        include_str!("../configs/policy50_redis.toml")
+    );
+    let bench_file = gate(&file, &[]);
+    let bench_cmds: Vec<(Vec<u8>, CommandHead)> = [
+        &["GET", "key:000000012345"][..],
+        &[
+            "SET",
+            "key:000000012345",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ],
+    ]
+    .iter()
+    .map(|args| encoded(args))
+    .collect();
+    group.throughput(Throughput::Elements(bench_cmds.len() as u64));
+    group.bench_function("bench_file_50_rules", |b| {
+        b.iter(|| {
+            let mut allowed = 0;
+            for (f, h) in &bench_cmds {
+                allowed += usize::from(decide(&bench_file, black_box(f), h));
+            }
+            assert_eq!(allowed, bench_cmds.len());
         })
     });
     group.finish();
