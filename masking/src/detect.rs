@@ -319,7 +319,7 @@ fn number_right_ok(hay: &[u8], end: usize) -> bool {
     }
 }
 
-fn credit_card_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn credit_card_at(hay: &[u8], start: usize) -> Option<usize> {
     const DIGITS_MAX: usize = 19;
     const GROUP: std::ops::RangeInclusive<usize> = 3..=6;
     if !matches!(hay[start], b'2'..=b'6') || start > 0 && is_word(hay[start - 1]) {
@@ -415,7 +415,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-fn us_ssn_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn us_ssn_at(hay: &[u8], start: usize) -> Option<usize> {
     let b = hay.get(start..start + 11)?;
     let sep = b[3];
     if !matches!(sep, b'-' | b' ') || b[6] != sep {
@@ -473,7 +473,7 @@ fn iban_country(a: u8, b: u8) -> bool {
     a < 26 && b < 26 && IBAN_COUNTRY_BITS[usize::from(a)] >> b & 1 == 1
 }
 
-fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
     const BBAN_MIN: usize = 11;
     const BBAN_MAX: usize = 30;
     let head = hay.get(start..start + 4)?;
@@ -580,7 +580,7 @@ fn aws_access_key_at(hay: &[u8], start: usize) -> Option<usize> {
     (body_ok && left_ok && right_ok).then_some(start + 20)
 }
 
-fn api_key_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn api_key_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 && is_token(hay[start - 1]) {
         return None;
     }
@@ -693,7 +693,7 @@ fn email_run(hay: &[u8], from: usize, max: usize, part: EmailPart) -> Option<usi
     (i - from <= max).then_some(i)
 }
 
-fn email_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn email_at(hay: &[u8], start: usize) -> Option<usize> {
     if hay[start] == b'.' || email_char_before(hay, start, EmailPart::Local).is_some() {
         return None;
     }
@@ -794,7 +794,7 @@ fn phone_right_ok(hay: &[u8], end: usize) -> bool {
     }
 }
 
-fn phone_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn phone_at(hay: &[u8], start: usize) -> Option<usize> {
     if !phone_left_ok(hay, start) {
         return None;
     }
@@ -935,7 +935,7 @@ fn nanp_separated_at(hay: &[u8], start: usize) -> Option<usize> {
     (exact_digits(hay, i + 8, 4) && phone_right_ok(hay, end)).then_some(end)
 }
 
-fn ipv4_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn ipv4_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 {
         let b = hay[start - 1];
         if is_word(b) || (b == b'.' && start >= 2 && is_digit(hay[start - 2])) {
@@ -974,7 +974,7 @@ pub(crate) fn is_ipv6_byte(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
-fn ipv6_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn ipv6_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 {
         let b = hay[start - 1];
         if is_word(b) || b == b':' || b == b'.' {

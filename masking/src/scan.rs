@@ -54,6 +54,9 @@ const PREFIX_BYTES_MAX: usize = 16;
 /// first colon, an API key before its separator, an IBAN before its check
 /// digits.
 const TRIGGER_LAG_BYTES_MAX: usize = LOOKBEHIND_BYTES_MAX;
+/// Digits of a run measured before the number detectors are asked: one
+/// more than the longest compact card.
+const RUN_BYTES_MAX: usize = 20;
 
 /// Finds sensitive values. Build one per policy and share it: scanning
 /// takes `&self` and allocates nothing unless a value is found.
@@ -305,8 +308,8 @@ impl Scanner {
         let on_mask = |on: bool| if on { u64::MAX } else { 0 };
         let (digits_on, ats_on) = (on_mask(self.numbers), on_mask(self.email));
         let (colons_on, seps_on) = (on_mask(ipv6), on_mask(api));
-        let mut push = |kind: Detector, start: usize| {
-            if let Some(end) = kind.match_at(hay, start) {
+        let mut push = |kind: Detector, start: usize, end: Option<usize>| {
+            if let Some(end) = end {
                 spans.push(Span { start, end, kind });
             }
         };
@@ -338,7 +341,7 @@ impl Scanner {
                 match hay[p] {
                     b'@' => {
                         if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
-                            push(Detector::Email, s);
+                            push(Detector::Email, s, detect::email_at(hay, s));
                         }
                     }
                     b':' => {
@@ -359,7 +362,7 @@ impl Scanner {
                             continue;
                         };
                         last_ipv6_start = start;
-                        push(Detector::Ipv6, start);
+                        push(Detector::Ipv6, start, detect::ipv6_at(hay, start));
                     }
                     b'_' | b'-' => {
                         // At most one prefix matches at a position; the
@@ -367,8 +370,12 @@ impl Scanner {
                         // by the selection.
                         let sep = hay[p];
                         for &(s, k, prefix) in &self.api_prefixes {
-                            if s == sep && p >= from + k && hay[p - k..].starts_with(prefix) {
-                                push(Detector::ApiKey, p - k);
+                            if s == sep
+                                && p >= from + k
+                                && hay[p - k] == prefix[0]
+                                && hay[p - k..].starts_with(prefix)
+                            {
+                                push(Detector::ApiKey, p - k, detect::api_key_at(hay, p - k));
                             }
                         }
                     }
@@ -376,44 +383,53 @@ impl Scanner {
                         // A digit run starts at `p` (or `p` is `from`): the
                         // only place a card number, SSN or IPv4 address may
                         // start, two bytes after an IBAN's start, and at or
-                        // just after a phone number's start.
-                        if three >> k & 1 == 1 {
-                            if card {
-                                push(Detector::CreditCard, p);
-                            }
-                            if ssn {
-                                push(Detector::UsSsn, p);
-                            }
+                        // just after a phone number's start. Most runs are
+                        // plain numbers in text ("page 12", dates, times):
+                        // the run's length and the bytes around it rule out
+                        // most detectors before any matcher is called. Each
+                        // test below is implied by the matcher's own checks.
+                        let cap = hay.len().min(p + RUN_BYTES_MAX);
+                        let mut run_end = p;
+                        while run_end < cap && hay[run_end].is_ascii_digit() {
+                            run_end += 1;
                         }
-                        if iban && two >> k & 1 == 1 && p >= from + 2 {
-                            push(Detector::Iban, p - 2);
+                        let len = run_end - p;
+                        let next = if len < RUN_BYTES_MAX {
+                            hay.get(run_end).copied()
+                        } else {
+                            None
+                        };
+                        let sep_next = matches!(next, Some(b' ' | b'-'));
+                        // Compact, or the first group of a grouped card.
+                        if card
+                            && matches!(hay[p], b'2'..=b'6')
+                            && ((13..=19).contains(&len) || ((3..=6).contains(&len) && sep_next))
+                        {
+                            push(Detector::CreditCard, p, detect::credit_card_at(hay, p));
                         }
-                        if singles {
-                            // Most runs are plain numbers in text ("page
-                            // 12"): the run's length and the byte after it
-                            // rule out phone numbers and addresses before
-                            // any matcher is called.
-                            let mut run_end = p;
-                            while run_end < hay.len()
-                                && run_end - p < 4
-                                && hay[run_end].is_ascii_digit()
-                            {
-                                run_end += 1;
+                        if ssn && len == 3 && sep_next {
+                            push(Detector::UsSsn, p, detect::us_ssn_at(hay, p));
+                        }
+                        // The country code before the check digits.
+                        if iban
+                            && len >= 2
+                            && p >= from + 2
+                            && hay[p - 2].is_ascii_alphabetic()
+                            && hay[p - 1].is_ascii_alphabetic()
+                        {
+                            push(Detector::Iban, p - 2, detect::iban_at(hay, p - 2));
+                        }
+                        if ipv4 && len <= 3 && next == Some(b'.') {
+                            push(Detector::Ipv4, p, detect::ipv4_at(hay, p));
+                        }
+                        if phone {
+                            // `415-555-2671`, `1-800-...`, `1 (800) ...`
+                            let separated = matches!(next, Some(b' ' | b'-' | b'.'));
+                            if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
+                                push(Detector::Phone, p, detect::phone_at(hay, p));
                             }
-                            let len = run_end - p; // 4 stands for "4 or more"
-                            let next = hay.get(run_end).copied();
-                            if ipv4 && len <= 3 && next == Some(b'.') {
-                                push(Detector::Ipv4, p);
-                            }
-                            if phone {
-                                // `415-555-2671`, `1-800-...`, `1 (800) ...`
-                                let separated = matches!(next, Some(b' ' | b'-' | b'.'));
-                                if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
-                                    push(Detector::Phone, p);
-                                }
-                                if p > from && matches!(hay[p - 1], b'+' | b'(') {
-                                    push(Detector::Phone, p - 1);
-                                }
+                            if p > from && matches!(hay[p - 1], b'+' | b'(') {
+                                push(Detector::Phone, p - 1, detect::phone_at(hay, p - 1));
                             }
                         }
                     }
