@@ -65,13 +65,24 @@ pub struct Scanner {
     enabled: [bool; Detector::BUILT_IN.len()],
     prefixes: Option<AhoCorasick>,
     prefix_kinds: Vec<Detector>,
-    /// The API key prefixes found from their separator, with that
-    /// separator and its offset; empty when API keys are off.
-    api_prefixes: Vec<(u8, usize, &'static [u8])>,
+    /// Where API key prefixes are found from their separator; empty when
+    /// API keys are off.
+    api_seps: Vec<ApiSep>,
     numbers: bool,
     email: bool,
     keywords: Option<AhoCorasick>,
     patterns: Vec<Regex>,
+}
+
+/// The API key prefixes that have their first `_` or `-` (`sep`) at
+/// `offset`, as the set of their first bytes (all ASCII): a separator at `p`
+/// is worth asking the API key matcher about at `p - offset` only if the
+/// byte there is in the set.
+#[derive(Clone, Debug)]
+struct ApiSep {
+    sep: u8,
+    offset: usize,
+    firsts: u128,
 }
 
 /// Collects detectors, keywords and patterns for a [`Scanner`].
@@ -169,20 +180,30 @@ impl ScannerBuilder {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let api_prefixes = if on(Detector::ApiKey) {
-            detect::API_KEY_PREFIXES
-                .iter()
-                .filter_map(|&(p, _)| detect::api_key_separator(p).map(|(sep, k)| (sep, k, p)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut api_seps: Vec<ApiSep> = Vec::new();
+        if on(Detector::ApiKey) {
+            for (prefix, _) in detect::API_KEY_PREFIXES {
+                let Some((sep, k)) = detect::api_key_separator(prefix) else {
+                    continue;
+                };
+                assert!(prefix[0].is_ascii(), "API key prefixes are ASCII");
+                let first = 1u128 << prefix[0];
+                match api_seps.iter_mut().find(|a| (a.sep, a.offset) == (sep, k)) {
+                    Some(a) => a.firsts |= first,
+                    None => api_seps.push(ApiSep {
+                        sep,
+                        offset: k,
+                        firsts: first,
+                    }),
+                }
+            }
+        }
 
         Ok(Scanner {
             enabled,
             prefixes,
             prefix_kinds,
-            api_prefixes,
+            api_seps,
             numbers: on(Detector::CreditCard)
                 || on(Detector::UsSsn)
                 || on(Detector::Iban)
@@ -298,7 +319,7 @@ impl Scanner {
         let phone = self.on(Detector::Phone);
         let ipv4 = self.on(Detector::Ipv4);
         let ipv6 = self.on(Detector::Ipv6);
-        let api = !self.api_prefixes.is_empty();
+        let api = !self.api_seps.is_empty();
         if !(self.numbers || self.email || ipv6 || api) {
             return;
         }
@@ -369,13 +390,13 @@ impl Scanner {
                         // same start reached from two separators is dropped
                         // by the selection.
                         let sep = hay[p];
-                        for &(s, k, prefix) in &self.api_prefixes {
-                            if s == sep
-                                && p >= from + k
-                                && hay[p - k] == prefix[0]
-                                && hay[p - k..].starts_with(prefix)
-                            {
-                                push(Detector::ApiKey, p - k, detect::api_key_at(hay, p - k));
+                        for a in &self.api_seps {
+                            if a.sep == sep && p >= from + a.offset {
+                                let start = p - a.offset;
+                                let first = hay[start];
+                                if first < 128 && a.firsts >> first & 1 == 1 {
+                                    push(Detector::ApiKey, start, detect::api_key_at(hay, start));
+                                }
                             }
                         }
                     }
