@@ -335,6 +335,7 @@ impl Scanner {
             }
         };
         let mut last_ipv6_start = usize::MAX;
+        let mut last_colon: Option<usize> = None;
         let mut blocks = TriggerBlocks::new(hay, from, end, digits_on);
         while let Some(b) = blocks.next_block() {
             let (base, len, c, digits, run_starts) =
@@ -375,6 +376,16 @@ impl Scanner {
                                 .is_some_and(|&b| b.is_ascii_hexdigit() || b == b':')
                         };
                         if !(near(p.checked_sub(1)) || near(Some(p + 1))) {
+                            continue;
+                        }
+                        // Later colons of a run already tried lead back to
+                        // the same start: skip them without walking back.
+                        let same_run = last_colon.is_some_and(|q| {
+                            p - q <= detect::IPV6_BYTES_MAX
+                                && hay[q + 1..p].iter().all(|&b| detect::is_ipv6_byte(b))
+                        });
+                        last_colon = Some(p);
+                        if same_run {
                             continue;
                         }
                         let Some(start) =
