@@ -528,18 +528,26 @@ pub(crate) fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
 /// (either case) as 10..=35, the number mod 97 must be 1. Spaces are
 /// skipped.
 fn iban_mod97(iban: &[u8]) -> bool {
-    let mut rem = 0u32;
+    // The number is taken in a u64 and reduced only when it could overflow
+    // on the next character (below 2^50, times 100 plus 35 stays below
+    // 2^57): a remainder per character would make every step wait for a
+    // division.
+    const REDUCE_AT: u64 = 1 << 50;
+    let mut acc = 0u64;
     let chars = iban[4..].iter().chain(&iban[..4]);
     for &b in chars {
         match b {
-            b'0'..=b'9' => rem = (rem * 10 + u32::from(b - b'0')) % 97,
+            b'0'..=b'9' => acc = acc * 10 + u64::from(b - b'0'),
             b'A'..=b'Z' | b'a'..=b'z' => {
-                rem = (rem * 100 + u32::from(b.to_ascii_uppercase() - b'A') + 10) % 97;
+                acc = acc * 100 + u64::from(b.to_ascii_uppercase() - b'A') + 10;
             }
-            _ => {}
+            _ => continue,
+        }
+        if acc >= REDUCE_AT {
+            acc %= 97;
         }
     }
-    rem == 1
+    acc % 97 == 1
 }
 
 fn jwt_at(hay: &[u8], start: usize) -> Option<usize> {
@@ -1180,6 +1188,40 @@ mod tests {
                 ("AB12", None),
             ],
         );
+    }
+
+    #[test]
+    fn iban_mod97_matches_per_character_remainders() {
+        let plain = |iban: &[u8]| {
+            let mut rem = 0u32;
+            for &b in iban[4..].iter().chain(&iban[..4]) {
+                match b {
+                    b'0'..=b'9' => rem = (rem * 10 + u32::from(b - b'0')) % 97,
+                    b'A'..=b'Z' | b'a'..=b'z' => {
+                        rem = (rem * 100 + u32::from(b.to_ascii_uppercase() - b'A') + 10) % 97;
+                    }
+                    _ => {}
+                }
+            }
+            rem == 1
+        };
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZz ";
+        for len in 4..=40 {
+            for _ in 0..2000 {
+                let iban: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        alphabet[(x % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                assert_eq!(iban_mod97(&iban), plain(&iban), "{iban:?}");
+            }
+        }
+        assert!(iban_mod97(b"GB82WEST12345698765432"));
+        assert!(iban_mod97(b"GB82 WEST 1234 5698 7654 32"));
     }
 
     #[test]
