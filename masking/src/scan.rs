@@ -338,13 +338,13 @@ impl Scanner {
         let mut last_colon: Option<usize> = None;
         let mut blocks = TriggerBlocks::new(hay, from, end, digits_on);
         while let Some(b) = blocks.next_block() {
-            let (base, len, c, digits, run_starts) =
+            let (base, block_len, c, digits, run_starts) =
                 (b.base, b.len, b.classes, b.digits, b.run_starts);
             // Runs too short for any number detector (a "12" in text) are
             // dropped on the masks: cards and SSNs start with three digits,
             // IBAN check digits are two. Runs that may continue past the
             // block are kept.
-            let spill2 = 1u64 << (len - 1);
+            let spill2 = 1u64 << (block_len - 1);
             let spill3 = spill2 | spill2 >> 1;
             let two = run_starts & ((digits >> 1) | spill2);
             let three = two & ((digits >> 2) | spill3);
@@ -420,12 +420,20 @@ impl Scanner {
                         // the run's length and the bytes around it rule out
                         // most detectors before any matcher is called. Each
                         // test below is implied by the matcher's own checks.
-                        let cap = hay.len().min(p + RUN_BYTES_MAX);
-                        let mut run_end = p;
-                        while run_end < cap && hay[run_end].is_ascii_digit() {
-                            run_end += 1;
-                        }
-                        let len = run_end - p;
+                        // The run's length from the mask, unless it reaches
+                        // the end of the block.
+                        let in_block = (!(digits >> k)).trailing_zeros() as usize;
+                        let len = if (k as usize) + in_block < block_len {
+                            in_block.min(RUN_BYTES_MAX)
+                        } else {
+                            let cap = hay.len().min(p + RUN_BYTES_MAX);
+                            let mut run_end = p + in_block.min(RUN_BYTES_MAX);
+                            while run_end < cap && hay[run_end].is_ascii_digit() {
+                                run_end += 1;
+                            }
+                            run_end - p
+                        };
+                        let run_end = p + len;
                         let next = if len < RUN_BYTES_MAX {
                             hay.get(run_end).copied()
                         } else {
