@@ -319,7 +319,7 @@ fn number_right_ok(hay: &[u8], end: usize) -> bool {
     }
 }
 
-fn credit_card_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn credit_card_at(hay: &[u8], start: usize) -> Option<usize> {
     const DIGITS_MAX: usize = 19;
     const GROUP: std::ops::RangeInclusive<usize> = 3..=6;
     if !matches!(hay[start], b'2'..=b'6') || start > 0 && is_word(hay[start - 1]) {
@@ -415,7 +415,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-fn us_ssn_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn us_ssn_at(hay: &[u8], start: usize) -> Option<usize> {
     let b = hay.get(start..start + 11)?;
     let sep = b[3];
     if !matches!(sep, b'-' | b' ') || b[6] != sep {
@@ -473,7 +473,7 @@ fn iban_country(a: u8, b: u8) -> bool {
     a < 26 && b < 26 && IBAN_COUNTRY_BITS[usize::from(a)] >> b & 1 == 1
 }
 
-fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
     const BBAN_MIN: usize = 11;
     const BBAN_MAX: usize = 30;
     let head = hay.get(start..start + 4)?;
@@ -528,18 +528,26 @@ fn iban_at(hay: &[u8], start: usize) -> Option<usize> {
 /// (either case) as 10..=35, the number mod 97 must be 1. Spaces are
 /// skipped.
 fn iban_mod97(iban: &[u8]) -> bool {
-    let mut rem = 0u32;
+    // The number is taken in a u64 and reduced only when it could overflow
+    // on the next character (below 2^50, times 100 plus 35 stays below
+    // 2^57): a remainder per character would make every step wait for a
+    // division.
+    const REDUCE_AT: u64 = 1 << 50;
+    let mut acc = 0u64;
     let chars = iban[4..].iter().chain(&iban[..4]);
     for &b in chars {
         match b {
-            b'0'..=b'9' => rem = (rem * 10 + u32::from(b - b'0')) % 97,
+            b'0'..=b'9' => acc = acc * 10 + u64::from(b - b'0'),
             b'A'..=b'Z' | b'a'..=b'z' => {
-                rem = (rem * 100 + u32::from(b.to_ascii_uppercase() - b'A') + 10) % 97;
+                acc = acc * 100 + u64::from(b.to_ascii_uppercase() - b'A') + 10;
             }
-            _ => {}
+            _ => continue,
+        }
+        if acc >= REDUCE_AT {
+            acc %= 97;
         }
     }
-    rem == 1
+    acc % 97 == 1
 }
 
 fn jwt_at(hay: &[u8], start: usize) -> Option<usize> {
@@ -580,7 +588,7 @@ fn aws_access_key_at(hay: &[u8], start: usize) -> Option<usize> {
     (body_ok && left_ok && right_ok).then_some(start + 20)
 }
 
-fn api_key_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn api_key_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 && is_token(hay[start - 1]) {
         return None;
     }
@@ -693,7 +701,7 @@ fn email_run(hay: &[u8], from: usize, max: usize, part: EmailPart) -> Option<usi
     (i - from <= max).then_some(i)
 }
 
-fn email_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn email_at(hay: &[u8], start: usize) -> Option<usize> {
     if hay[start] == b'.' || email_char_before(hay, start, EmailPart::Local).is_some() {
         return None;
     }
@@ -794,7 +802,7 @@ fn phone_right_ok(hay: &[u8], end: usize) -> bool {
     }
 }
 
-fn phone_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn phone_at(hay: &[u8], start: usize) -> Option<usize> {
     if !phone_left_ok(hay, start) {
         return None;
     }
@@ -935,7 +943,7 @@ fn nanp_separated_at(hay: &[u8], start: usize) -> Option<usize> {
     (exact_digits(hay, i + 8, 4) && phone_right_ok(hay, end)).then_some(end)
 }
 
-fn ipv4_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn ipv4_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 {
         let b = hay[start - 1];
         if is_word(b) || (b == b'.' && start >= 2 && is_digit(hay[start - 2])) {
@@ -974,7 +982,7 @@ pub(crate) fn is_ipv6_byte(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
-fn ipv6_at(hay: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn ipv6_at(hay: &[u8], start: usize) -> Option<usize> {
     if start > 0 {
         let b = hay[start - 1];
         if is_word(b) || b == b':' || b == b'.' {
@@ -1180,6 +1188,40 @@ mod tests {
                 ("AB12", None),
             ],
         );
+    }
+
+    #[test]
+    fn iban_mod97_matches_per_character_remainders() {
+        let plain = |iban: &[u8]| {
+            let mut rem = 0u32;
+            for &b in iban[4..].iter().chain(&iban[..4]) {
+                match b {
+                    b'0'..=b'9' => rem = (rem * 10 + u32::from(b - b'0')) % 97,
+                    b'A'..=b'Z' | b'a'..=b'z' => {
+                        rem = (rem * 100 + u32::from(b.to_ascii_uppercase() - b'A') + 10) % 97;
+                    }
+                    _ => {}
+                }
+            }
+            rem == 1
+        };
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZz ";
+        for len in 4..=40 {
+            for _ in 0..2000 {
+                let iban: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        alphabet[(x % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                assert_eq!(iban_mod97(&iban), plain(&iban), "{iban:?}");
+            }
+        }
+        assert!(iban_mod97(b"GB82WEST12345698765432"));
+        assert!(iban_mod97(b"GB82 WEST 1234 5698 7654 32"));
     }
 
     #[test]

@@ -7,24 +7,23 @@
 //!   multi-byte prefixes (`-----BEGIN `, `eyJ`, `AKIA`, `ASIA`, `AIza`); few
 //!   enough that each gets its own Teddy bucket and ordinary words rarely
 //!   pass the fingerprint;
-//! - one `memchr2` pass for `_` and `-`, from which the API key prefixes that
-//!   contain one (`sk_live_`, `ghp_`, `xoxb-`, ...) are checked backwards;
-//! - one pass over 64-byte blocks for digits and `@`: a fold the compiler
-//!   vectorises skips clean blocks, and bit masks (SWAR, safe code) of the
-//!   others start the number detectors at each digit run long enough to
-//!   matter and the e-mail detector at each `@`;
-//! - one `memchr` pass for `:`, from which the IPv6 detector is started at
-//!   the beginning of the address-shaped run around each colon that has an
-//!   address byte beside it.
+//! - one pass of the block classifier ([`crate::classify`], SIMD) over
+//!   64-byte blocks, which marks digits, `@`, `:`, `_` and `-` at once and
+//!   skips blocks with none of them. In the others, each digit run long
+//!   enough to matter starts the number detectors, each `@` the e-mail
+//!   detector, each `:` with an address byte beside it the IPv6 detector (at
+//!   the start of its address-shaped run), and each `_` or `-` the API key
+//!   prefixes that contain one (`sk_live_`, `ghp_`, `xoxb-`, ...), checked
+//!   backwards.
 //!
-//! Phone numbers and IPv4 addresses add no pass of their own: they start at a
-//! digit run (or at the `+` or `(` just before one) that the block masks
+//! Phone numbers and IPv4 addresses add no trigger of their own: they start
+//! at a digit run (or at the `+` or `(` just before one) that the block masks
 //! already mark, so they only widen the set of runs visited from those of
 //! three digits or more to every run.
 //!
-//! Three passes over data that stays in cache cost less than one automaton
-//! holding every trigger: single digits and short prefixes of common letters
-//! (`sk`, `gh`) would make a combined prefilter fire on most blocks of text.
+//! The multi-byte prefixes stay with the automaton: their first letters are
+//! common (`e`, `A`), so as single-byte triggers they would make the
+//! classifier stop on most blocks of text.
 //!
 //! Every candidate the detectors confirm is collected, then sorted by
 //! (start, longest first, detector priority) and thinned greedily. That is
@@ -38,13 +37,26 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use regex::bytes::Regex;
 
 use crate::Error;
-use crate::detect::{self, Detector, KEYWORD_BYTES_MAX, Span};
+use crate::classify::{self, BLOCK, Classes};
+use crate::detect::{self, Detector, KEYWORD_BYTES_MAX, LOOKBEHIND_BYTES_MAX, Span};
 
 /// Custom regular expressions accepted by one scanner (their index is a
 /// `u16` in [`Detector::Pattern`]).
 pub const PATTERNS_MAX: usize = 256;
 /// Custom keywords accepted by one scanner.
 pub const KEYWORDS_MAX: usize = 10_000;
+
+/// Longest prefix the prefix automaton looks for (`-----BEGIN `), with
+/// room to spare.
+const PREFIX_BYTES_MAX: usize = 16;
+/// How far before its trigger byte a candidate may start: an e-mail's local
+/// part before its `@` is the farthest, then an IPv6 address before its
+/// first colon, an API key before its separator, an IBAN before its check
+/// digits.
+const TRIGGER_LAG_BYTES_MAX: usize = LOOKBEHIND_BYTES_MAX;
+/// Digits of a run measured before the number detectors are asked: one
+/// more than the longest compact card.
+const RUN_BYTES_MAX: usize = 20;
 
 /// Finds sensitive values. Build one per policy and share it: scanning
 /// takes `&self` and allocates nothing unless a value is found.
@@ -53,13 +65,24 @@ pub struct Scanner {
     enabled: [bool; Detector::BUILT_IN.len()],
     prefixes: Option<AhoCorasick>,
     prefix_kinds: Vec<Detector>,
-    /// Distinct (separator, offset in prefix) pairs of the API key prefixes
-    /// found from their separator; empty when API keys are off.
-    api_separators: Vec<(u8, usize)>,
+    /// Where API key prefixes are found from their separator; empty when
+    /// API keys are off.
+    api_seps: Vec<ApiSep>,
     numbers: bool,
     email: bool,
     keywords: Option<AhoCorasick>,
     patterns: Vec<Regex>,
+}
+
+/// The API key prefixes that have their first `_` or `-` (`sep`) at
+/// `offset`, as the set of their first bytes (all ASCII): a separator at `p`
+/// is worth asking the API key matcher about at `p - offset` only if the
+/// byte there is in the set.
+#[derive(Clone, Debug)]
+struct ApiSep {
+    sep: u8,
+    offset: usize,
+    firsts: u128,
 }
 
 /// Collects detectors, keywords and patterns for a [`Scanner`].
@@ -157,22 +180,30 @@ impl ScannerBuilder {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut api_separators: Vec<(u8, usize)> = if on(Detector::ApiKey) {
-            detect::API_KEY_PREFIXES
-                .iter()
-                .filter_map(|(p, _)| detect::api_key_separator(p))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        api_separators.sort_unstable();
-        api_separators.dedup();
+        let mut api_seps: Vec<ApiSep> = Vec::new();
+        if on(Detector::ApiKey) {
+            for (prefix, _) in detect::API_KEY_PREFIXES {
+                let Some((sep, k)) = detect::api_key_separator(prefix) else {
+                    continue;
+                };
+                assert!(prefix[0].is_ascii(), "API key prefixes are ASCII");
+                let first = 1u128 << prefix[0];
+                match api_seps.iter_mut().find(|a| (a.sep, a.offset) == (sep, k)) {
+                    Some(a) => a.firsts |= first,
+                    None => api_seps.push(ApiSep {
+                        sep,
+                        offset: k,
+                        firsts: first,
+                    }),
+                }
+            }
+        }
 
         Ok(Scanner {
             enabled,
             prefixes,
             prefix_kinds,
-            api_separators,
+            api_seps,
             numbers: on(Detector::CreditCard)
                 || on(Detector::UsSsn)
                 || on(Detector::Iban)
@@ -213,19 +244,26 @@ impl Scanner {
     /// Replaces the contents of `spans` with the matches in `hay`, in order,
     /// non-overlapping. `spans` is not grown when nothing matches.
     pub fn find(&self, hay: &[u8], spans: &mut Vec<Span>) {
-        self.find_from(hay, 0, spans);
+        self.find_range(hay, 0, hay.len(), spans);
     }
 
-    /// Like [`Scanner::find`], but ignores matches starting before `from`
-    /// while still letting detectors look at the bytes before it.
-    pub(crate) fn find_from(&self, hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+    /// The matches of [`Scanner::find`] that start in `from..to`, found
+    /// without asking about the rest: detectors still read the bytes around
+    /// them, but triggers are only sought where they can lead to a match
+    /// starting in the range. Leftmost-first selection decides a match from
+    /// the candidates starting at or before it, so the result is exactly
+    /// `find` on the whole of `hay` cut to the range (ignoring matches that
+    /// start before `from`).
+    pub(crate) fn find_range(&self, hay: &[u8], from: usize, to: usize, spans: &mut Vec<Span>) {
         spans.clear();
-        if from >= hay.len() {
+        let to = to.min(hay.len());
+        if from >= to {
             return;
         }
         if let Some(ac) = &self.prefixes {
+            let end = hay.len().min(to + PREFIX_BYTES_MAX);
             let mut pos = from;
-            while let Some(m) = ac.find(Input::new(hay).span(pos..hay.len())) {
+            while let Some(m) = ac.find(Input::new(hay).span(pos..end)) {
                 let start = m.start();
                 let kind = self.prefix_kinds[m.pattern().as_usize()];
                 if let Some(end) = kind.match_at(hay, start) {
@@ -233,42 +271,18 @@ impl Scanner {
                 }
                 // A prefix may start inside another one (`xoxb-----BEGIN`).
                 pos = start + 1;
-                if pos >= hay.len() {
+                if pos >= end {
                     break;
                 }
             }
         }
         let mut ends = [0usize; SEGMENTS];
         ends[0] = spans.len();
-        if !self.api_separators.is_empty() {
-            for q in memchr::memchr2_iter(b'_', b'-', &hay[from..]).map(|q| q + from) {
-                for &(sep, k) in &self.api_separators {
-                    if hay[q] == sep && q >= from + k {
-                        let start = q - k;
-                        // Duplicates (`xoxb--...` is reached from both dashes)
-                        // are dropped by the selection.
-                        if let Some(end) = Detector::ApiKey.match_at(hay, start) {
-                            spans.push(Span {
-                                start,
-                                end,
-                                kind: Detector::ApiKey,
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        self.find_triggered(hay, from, hay.len().min(to + TRIGGER_LAG_BYTES_MAX), spans);
         ends[1] = spans.len();
-        if self.numbers || self.email {
-            self.find_numbers_and_emails(hay, from, spans);
-        }
-        ends[2] = spans.len();
-        if self.on(Detector::Ipv6) {
-            find_ipv6(hay, from, spans);
-        }
-        ends[3] = spans.len();
         if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(Input::new(hay).span(from..hay.len())) {
+            let end = hay.len().min(to + KEYWORD_BYTES_MAX);
+            for m in ac.find_overlapping_iter(Input::new(hay).span(from..end)) {
                 spans.push(Span {
                     start: m.start(),
                     end: m.end(),
@@ -276,7 +290,7 @@ impl Scanner {
                 });
             }
         }
-        ends[4] = spans.len();
+        ends[2] = spans.len();
         for (index, re) in self.patterns.iter().enumerate() {
             let kind = Detector::Pattern(index as u16);
             for m in re.find_iter(hay) {
@@ -286,88 +300,177 @@ impl Scanner {
                 }
             }
         }
-        ends[5] = spans.len();
+        ends[3] = spans.len();
         select(spans, ends);
+        if to < hay.len() {
+            let keep = spans.partition_point(|s| s.start < to);
+            spans.truncate(keep);
+        }
     }
 
-    fn find_numbers_and_emails(&self, hay: &[u8], from: usize, spans: &mut Vec<Span>) {
+    /// The candidates started from single trigger bytes in `hay[from..end]`,
+    /// all found in one pass of the block classifier: digit runs start the
+    /// number detectors, `@` the e-mail detector, `:` the IPv6 detector and
+    /// `_`/`-` the API key prefixes that contain one.
+    fn find_triggered(&self, hay: &[u8], from: usize, end: usize, spans: &mut Vec<Span>) {
         let card = self.on(Detector::CreditCard);
         let ssn = self.on(Detector::UsSsn);
         let iban = self.on(Detector::Iban);
         let phone = self.on(Detector::Phone);
         let ipv4 = self.on(Detector::Ipv4);
+        let ipv6 = self.on(Detector::Ipv6);
+        let api = !self.api_seps.is_empty();
+        if !(self.numbers || self.email || ipv6 || api) {
+            return;
+        }
         // Phone numbers (`+1 ...`, `1-800-...`) and IPv4 addresses
         // (`8.8.8.8`) may start with a single digit.
         let singles = phone || ipv4;
-        let mut push = |kind: Detector, start: usize| {
-            if let Some(end) = kind.match_at(hay, start) {
+        let on_mask = |on: bool| if on { u64::MAX } else { 0 };
+        let (digits_on, ats_on) = (on_mask(self.numbers), on_mask(self.email));
+        let (colons_on, seps_on) = (on_mask(ipv6), on_mask(api));
+        let mut push = |kind: Detector, start: usize, end: Option<usize>| {
+            if let Some(end) = end {
                 spans.push(Span { start, end, kind });
             }
         };
-        let mut blocks = TriggerBlocks::new(hay, from, self.numbers, self.email);
+        let mut last_ipv6_start = usize::MAX;
+        let mut last_colon: Option<usize> = None;
+        let mut blocks = TriggerBlocks::new(hay, from, end, digits_on);
         while let Some(b) = blocks.next_block() {
+            let (base, block_len, c, digits, run_starts) =
+                (b.base, b.len, b.classes, b.digits, b.run_starts);
             // Runs too short for any number detector (a "12" in text) are
             // dropped on the masks: cards and SSNs start with three digits,
-            // IBAN check digits are two. Runs that may continue into the
-            // next block are kept.
-            let spill2 = 1u64 << 63;
-            let spill3 = spill2 | 1 << 62;
-            let two = b.run_starts & ((b.digits >> 1) | spill2);
-            let three = two & ((b.digits >> 2) | spill3);
+            // IBAN check digits are two. Runs that may continue past the
+            // block are kept.
+            let spill2 = 1u64 << (block_len - 1);
+            let spill3 = spill2 | spill2 >> 1;
+            let two = run_starts & ((digits >> 1) | spill2);
+            let three = two & ((digits >> 2) | spill3);
             let starts = if singles {
-                b.run_starts
+                run_starts
             } else if iban {
                 two
             } else {
                 three
             };
-            let mut bits = starts | b.ats;
+            let mut bits = starts | c.ats & ats_on | c.colons & colons_on | c.seps & seps_on;
             while bits != 0 {
                 let k = bits.trailing_zeros();
                 bits &= bits - 1;
-                let p = b.base + k as usize;
-                if b.ats >> k & 1 == 1 {
-                    if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
-                        push(Detector::Email, s);
-                    }
-                    continue;
-                }
-                // A digit run starts at `p` (or `p` is `from`): the only place
-                // a card number, SSN or IPv4 address may start, two bytes
-                // after an IBAN's start, and at or just after a phone
-                // number's start.
-                if three >> k & 1 == 1 {
-                    if card {
-                        push(Detector::CreditCard, p);
-                    }
-                    if ssn {
-                        push(Detector::UsSsn, p);
-                    }
-                }
-                if iban && two >> k & 1 == 1 && p >= from + 2 {
-                    push(Detector::Iban, p - 2);
-                }
-                if singles {
-                    // Most runs are plain numbers in text ("page 12"): the
-                    // run's length and the byte after it rule out phone
-                    // numbers and addresses before any matcher is called.
-                    let mut end = p;
-                    while end < hay.len() && end - p < 4 && hay[end].is_ascii_digit() {
-                        end += 1;
-                    }
-                    let len = end - p; // 4 stands for "4 or more"
-                    let next = hay.get(end).copied();
-                    if ipv4 && len <= 3 && next == Some(b'.') {
-                        push(Detector::Ipv4, p);
-                    }
-                    if phone {
-                        // `415-555-2671`, `1-800-...`, `1 (800) ...`
-                        let separated = matches!(next, Some(b' ' | b'-' | b'.'));
-                        if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
-                            push(Detector::Phone, p);
+                let p = base + k as usize;
+                match hay[p] {
+                    b'@' => {
+                        if let Some(s) = detect::email_start_for_at(hay, p).filter(|&s| s >= from) {
+                            push(Detector::Email, s, detect::email_at(hay, s));
                         }
-                        if p > from && matches!(hay[p - 1], b'+' | b'(') {
-                            push(Detector::Phone, p - 1);
+                    }
+                    b':' => {
+                        // An address can only start where its run of address
+                        // bytes starts, so each run is tried once, and only
+                        // from a colon with an address byte or a colon next
+                        // to it (not `key: value`).
+                        let near = |i: Option<usize>| {
+                            i.and_then(|i| hay.get(i))
+                                .is_some_and(|&b| b.is_ascii_hexdigit() || b == b':')
+                        };
+                        if !(near(p.checked_sub(1)) || near(Some(p + 1))) {
+                            continue;
+                        }
+                        // Later colons of a run already tried lead back to
+                        // the same start: skip them without walking back.
+                        let same_run = last_colon.is_some_and(|q| {
+                            p - q <= detect::IPV6_BYTES_MAX
+                                && hay[q + 1..p].iter().all(|&b| detect::is_ipv6_byte(b))
+                        });
+                        last_colon = Some(p);
+                        if same_run {
+                            continue;
+                        }
+                        let Some(start) =
+                            ipv6_run_start(hay, p).filter(|&s| s >= from && s != last_ipv6_start)
+                        else {
+                            continue;
+                        };
+                        last_ipv6_start = start;
+                        push(Detector::Ipv6, start, detect::ipv6_at(hay, start));
+                    }
+                    b'_' | b'-' => {
+                        // At most one prefix matches at a position; the
+                        // same start reached from two separators is dropped
+                        // by the selection.
+                        let sep = hay[p];
+                        for a in &self.api_seps {
+                            if a.sep == sep && p >= from + a.offset {
+                                let start = p - a.offset;
+                                let first = hay[start];
+                                if first < 128 && a.firsts >> first & 1 == 1 {
+                                    push(Detector::ApiKey, start, detect::api_key_at(hay, start));
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        // A digit run starts at `p` (or `p` is `from`): the
+                        // only place a card number, SSN or IPv4 address may
+                        // start, two bytes after an IBAN's start, and at or
+                        // just after a phone number's start. Most runs are
+                        // plain numbers in text ("page 12", dates, times):
+                        // the run's length and the bytes around it rule out
+                        // most detectors before any matcher is called. Each
+                        // test below is implied by the matcher's own checks.
+                        // The run's length from the mask, unless it reaches
+                        // the end of the block.
+                        let in_block = (!(digits >> k)).trailing_zeros() as usize;
+                        let len = if (k as usize) + in_block < block_len {
+                            in_block.min(RUN_BYTES_MAX)
+                        } else {
+                            let cap = hay.len().min(p + RUN_BYTES_MAX);
+                            let mut run_end = p + in_block.min(RUN_BYTES_MAX);
+                            while run_end < cap && hay[run_end].is_ascii_digit() {
+                                run_end += 1;
+                            }
+                            run_end - p
+                        };
+                        let run_end = p + len;
+                        let next = if len < RUN_BYTES_MAX {
+                            hay.get(run_end).copied()
+                        } else {
+                            None
+                        };
+                        let sep_next = matches!(next, Some(b' ' | b'-'));
+                        // Compact, or the first group of a grouped card.
+                        if card
+                            && matches!(hay[p], b'2'..=b'6')
+                            && ((13..=19).contains(&len) || ((3..=6).contains(&len) && sep_next))
+                        {
+                            push(Detector::CreditCard, p, detect::credit_card_at(hay, p));
+                        }
+                        if ssn && len == 3 && sep_next {
+                            push(Detector::UsSsn, p, detect::us_ssn_at(hay, p));
+                        }
+                        // The country code before the check digits.
+                        if iban
+                            && len >= 2
+                            && p >= from + 2
+                            && hay[p - 2].is_ascii_alphabetic()
+                            && hay[p - 1].is_ascii_alphabetic()
+                        {
+                            push(Detector::Iban, p - 2, detect::iban_at(hay, p - 2));
+                        }
+                        if ipv4 && len <= 3 && next == Some(b'.') {
+                            push(Detector::Ipv4, p, detect::ipv4_at(hay, p));
+                        }
+                        if phone {
+                            // `415-555-2671`, `1-800-...`, `1 (800) ...`
+                            let separated = matches!(next, Some(b' ' | b'-' | b'.'));
+                            if separated && (len == 3 || (len == 1 && hay[p] == b'1')) {
+                                push(Detector::Phone, p, detect::phone_at(hay, p));
+                            }
+                            if p > from && matches!(hay[p - 1], b'+' | b'(') {
+                                push(Detector::Phone, p - 1, detect::phone_at(hay, p - 1));
+                            }
                         }
                     }
                 }
@@ -376,32 +479,58 @@ impl Scanner {
     }
 }
 
-/// IPv6 candidates from a `memchr` pass over `:`. Colons are rare in most
-/// text and a separate SIMD pass for them costs less than a third mask in
-/// every block that holds a digit. An address can only start where its run
-/// of address bytes starts, so each run is tried once, and only from a colon
-/// with an address byte or a colon next to it (not `key: value`).
-fn find_ipv6(hay: &[u8], from: usize, spans: &mut Vec<Span>) {
-    let mut last_start = usize::MAX;
-    for q in memchr::memchr_iter(b':', &hay[from..]).map(|q| q + from) {
-        let near = |i: Option<usize>| {
-            i.and_then(|i| hay.get(i))
-                .is_some_and(|&b| b.is_ascii_hexdigit() || b == b':')
-        };
-        if !(near(q.checked_sub(1)) || near(Some(q + 1))) {
-            continue;
+/// One block's trigger masks, bit `k` for byte `base + k`.
+struct Block {
+    base: usize,
+    len: usize,
+    classes: Classes,
+    /// Digits, if the number detectors are on.
+    digits: u64,
+    run_starts: u64,
+}
+
+/// Walks `hay[from..end]` in blocks and yields those with a trigger byte,
+/// with the starts of the digit runs in them.
+struct TriggerBlocks<'h> {
+    hay: &'h [u8],
+    pos: usize,
+    end: usize,
+    digits_on: u64,
+    /// Whether the byte before `pos` is a digit (false at `from`, so a run
+    /// that begins before `from` is seen as starting at `from`).
+    prev_digit: bool,
+}
+
+impl<'h> TriggerBlocks<'h> {
+    fn new(hay: &'h [u8], from: usize, end: usize, digits_on: u64) -> Self {
+        TriggerBlocks {
+            hay,
+            pos: from,
+            end,
+            digits_on,
+            prev_digit: false,
         }
-        let Some(start) = ipv6_run_start(hay, q).filter(|&s| s >= from && s != last_start) else {
-            continue;
-        };
-        last_start = start;
-        if let Some(end) = Detector::Ipv6.match_at(hay, start) {
-            spans.push(Span {
-                start,
-                end,
-                kind: Detector::Ipv6,
-            });
+    }
+
+    #[inline]
+    fn next_block(&mut self) -> Option<Block> {
+        let (base, classes) = classify::next_block(self.hay, self.pos, self.end)?;
+        if base != self.pos {
+            // The blocks skipped in between hold no digit.
+            self.prev_digit = false;
         }
+        let len = (self.end - base).min(BLOCK);
+        self.pos = base + len;
+        let digits = classes.digits & self.digits_on;
+        let run_starts = digits & !((digits << 1) | u64::from(self.prev_digit));
+        self.prev_digit = digits >> (len - 1) & 1 == 1;
+        Some(Block {
+            base,
+            len,
+            classes,
+            digits,
+            run_starts,
+        })
     }
 }
 
@@ -414,124 +543,6 @@ fn ipv6_run_start(hay: &[u8], colon: usize) -> Option<usize> {
         s -= 1;
     }
     (s > floor || s == 0 || !detect::is_ipv6_byte(hay[s - 1])).then_some(s)
-}
-
-/// One block's trigger masks, bit `k` for byte `base + k`.
-struct Block {
-    base: usize,
-    digits: u64,
-    run_starts: u64,
-    ats: u64,
-}
-
-/// Walks `hay[from..]` in 64-byte blocks and yields, for each block that has
-/// any, bit masks of the digits, digit-run starts and `@` bytes in it.
-///
-/// The masks are built eight bytes at a time with exact SWAR byte compares
-/// (no carries cross byte lanes) and packed with one multiply per word, in
-/// safe code: about two dozen integer operations per eight bytes, with no
-/// branch per byte.
-struct TriggerBlocks<'h> {
-    hay: &'h [u8],
-    base: usize,
-    digits: bool,
-    ats: bool,
-    /// Whether the byte before `base` is a digit (false at `from`, so a run
-    /// that begins before `from` is seen as starting at `from`).
-    prev_digit: bool,
-}
-
-const BLOCK: usize = 64;
-const LANES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-
-/// High bit of each byte lane set where the lane is below `n` (`n <= 128`).
-#[inline(always)]
-fn lanes_below(x: u64, n: u8) -> u64 {
-    let at_least = ((x & LOW7) + LANES * u64::from(128 - n)) | x;
-    !at_least & HIGH
-}
-
-/// Packs the high bit of each byte lane into 8 bits, lane 0 lowest.
-#[inline(always)]
-fn pack_high_bits(m: u64) -> u64 {
-    // The products of the lanes land on distinct bits, so the top byte
-    // collects exactly one bit per lane; the overflow is discarded on purpose.
-    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
-}
-
-/// Digit and `@` masks of eight bytes, lane 0 lowest.
-#[inline(always)]
-fn word_masks(x: u64) -> (u64, u64) {
-    let digits = lanes_below(x ^ (LANES * u64::from(b'0')), 10);
-    let ats = lanes_below(x ^ (LANES * u64::from(b'@')), 1);
-    (pack_high_bits(digits), pack_high_bits(ats))
-}
-
-impl<'h> TriggerBlocks<'h> {
-    fn new(hay: &'h [u8], from: usize, digits: bool, ats: bool) -> Self {
-        TriggerBlocks {
-            hay,
-            base: from,
-            digits,
-            ats,
-            prev_digit: false,
-        }
-    }
-
-    /// The next block with a trigger.
-    #[inline]
-    fn next_block(&mut self) -> Option<Block> {
-        while self.base < self.hay.len() {
-            let base = self.base;
-            let block = &self.hay[base..self.hay.len().min(base + BLOCK)];
-            self.base += block.len();
-            // Clean blocks are the common case: a flag-free fold that the
-            // compiler vectorises rejects them before any mask is built.
-            let any = block.iter().fold(0u8, |acc, &b| {
-                acc | u8::from(b.wrapping_sub(b'0') < 10) | u8::from(b == b'@')
-            });
-            if any == 0 {
-                self.prev_digit = false;
-                continue;
-            }
-            let mut digits = 0u64;
-            let mut ats = 0u64;
-            let mut words = block.chunks_exact(8);
-            let mut shift = 0;
-            for word in &mut words {
-                let (d, a) = word_masks(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
-                digits |= d << shift;
-                ats |= a << shift;
-                shift += 8;
-            }
-            if !words.remainder().is_empty() {
-                let mut w = [b' '; 8];
-                w[..words.remainder().len()].copy_from_slice(words.remainder());
-                let (d, a) = word_masks(u64::from_le_bytes(w));
-                digits |= d << shift;
-                ats |= a << shift;
-            }
-            if !self.digits {
-                digits = 0;
-            }
-            if !self.ats {
-                ats = 0;
-            }
-            let run_starts = digits & !((digits << 1) | u64::from(self.prev_digit));
-            self.prev_digit = digits >> (block.len() - 1) & 1 == 1;
-            if run_starts | ats != 0 {
-                return Some(Block {
-                    base,
-                    digits,
-                    run_starts,
-                    ats,
-                });
-            }
-        }
-        None
-    }
 }
 
 /// Moves a span outwards so it does not start or end inside a UTF-8
@@ -549,9 +560,8 @@ fn widen_to_char_boundaries(hay: &[u8], mut start: usize, mut end: usize) -> (us
 }
 
 /// Candidate sources, each pushing one segment of the candidate list:
-/// prefixes, API key separators, numbers and e-mails, IPv6 addresses,
-/// keywords, patterns.
-const SEGMENTS: usize = 6;
+/// prefixes, single-byte triggers, keywords, patterns.
+const SEGMENTS: usize = 4;
 
 #[inline]
 fn order_key(s: &Span) -> (usize, Reverse<usize>, u32) {
@@ -819,19 +829,6 @@ mod tests {
     }
 
     #[test]
-    fn swar_masks_match_scalar() {
-        for b in 0..=255u8 {
-            for lane in 0..8 {
-                let mut w = [b'x'; 8];
-                w[lane] = b;
-                let (d, a) = word_masks(u64::from_le_bytes(w));
-                assert_eq!(d, u64::from(b.is_ascii_digit()) << lane, "byte {b}");
-                assert_eq!(a, u64::from(b == b'@') << lane, "byte {b}");
-            }
-        }
-    }
-
-    #[test]
     fn trigger_blocks_match_scalar() {
         let mut hay = vec![b'a'; 300];
         for (pos, b) in [
@@ -861,9 +858,9 @@ mod tests {
                 })
                 .collect();
             let mut got = Vec::new();
-            let mut blocks = TriggerBlocks::new(&hay, from, true, true);
+            let mut blocks = TriggerBlocks::new(&hay, from, hay.len(), u64::MAX);
             while let Some(b) = blocks.next_block() {
-                let mut bits = b.run_starts | b.ats;
+                let mut bits = b.run_starts | b.classes.ats;
                 while bits != 0 {
                     got.push(b.base + bits.trailing_zeros() as usize);
                     bits &= bits - 1;

@@ -86,9 +86,11 @@ impl<'m> StreamMasker<'m> {
         if limit <= self.emitted {
             return 0;
         }
+        // Only matches starting before `limit` are emitted now; the rest of
+        // the buffer is scanned again with the next chunk.
         self.masker
             .scanner()
-            .find_from(&self.buf, self.emitted, &mut self.spans);
+            .find_range(&self.buf, self.emitted, limit, &mut self.spans);
         let committed = self.spans.iter().take_while(|s| s.start < limit).count();
         let emit_to = self.spans[..committed]
             .last()

@@ -154,6 +154,25 @@ proptest! {
         }
     }
 
+    /// A scan bounded to a range of starts (the stream masker's) is the
+    /// whole scan cut to that range.
+    #[test]
+    fn range_equals_whole_cut(
+        hay in planted_input(),
+        from in any::<proptest::sample::Index>(),
+        to in any::<proptest::sample::Index>(),
+    ) {
+        let scanner = scanner();
+        let from = from.index(hay.len() + 1);
+        let to = from + to.index(hay.len() - from + 1);
+        let mut whole = Vec::new();
+        scanner.find_range(&hay, from, hay.len(), &mut whole);
+        whole.retain(|s| s.start < to);
+        let mut cut = Vec::new();
+        scanner.find_range(&hay, from, to, &mut cut);
+        prop_assert_eq!(cut, whole);
+    }
+
     #[test]
     fn spans_fall_on_char_boundaries(hay in planted_input()) {
         let mut spans = Vec::new();
@@ -216,6 +235,25 @@ fn planted_values_match_whole_at_buffer_edges() {
                 scanner.find(wrapped.as_bytes(), &mut spans);
                 assert_eq!(spans.len(), 1, "{wrapped:?}");
                 assert_eq!(&wrapped.as_bytes()[spans[0].start..spans[0].end], hay);
+            }
+        }
+    }
+}
+
+/// Every value at every offset across the first two 64-byte block edges
+/// of the classifier, after ASCII or non-ASCII filler, equals the reference.
+#[test]
+fn planted_values_across_block_edges() {
+    let scanner = scanner();
+    let mut spans = Vec::new();
+    for plant in PLANTS {
+        for filler in [&b"lorem ipsum "[..], "«é» ".as_bytes(), b"1 "] {
+            for offset in 40..140 {
+                let mut hay: Vec<u8> = filler.iter().copied().cycle().take(offset).collect();
+                hay.extend_from_slice(plant.as_bytes());
+                hay.extend_from_slice(filler);
+                scanner.find(&hay, &mut spans);
+                assert_eq!(spans, reference_spans(&hay), "{plant:?} at {offset}");
             }
         }
     }
