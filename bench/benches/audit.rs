@@ -119,7 +119,7 @@ fn hot_path(c: &mut Criterion) {
         let mut n = 0u32;
         b.iter(|| {
             n += 1;
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 now = std::time::Instant::now();
             }
             let mut h = head;
