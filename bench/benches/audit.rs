@@ -102,6 +102,39 @@ fn hot_path(c: &mut Criterion) {
             })
         });
     });
+
+    // What a Redis session pays per command: the wall-clock time of the
+    // instant its batch was read (one clock read per 16 commands, as with
+    // `-P 16`), encode into the scratch buffer, push.
+    group.bench_function("emit_command", |b| {
+        let dir = std::env::temp_dir();
+        let shared = Arc::new(AuditShared::new(
+            AuditConfig::new(dir.clone(), dir.join("unused.key")),
+            1,
+            Arc::new(AuditMetrics::new(1)),
+        ));
+        let (p, mut cons) = ring::channel(4 << 20);
+        let shard = ShardAudit::new(0, shared, p);
+        let mut now = std::time::Instant::now();
+        let mut n = 0u32;
+        b.iter(|| {
+            n += 1;
+            if n.is_multiple_of(16) {
+                now = std::time::Instant::now();
+            }
+            let mut h = head;
+            h.time_ns = shard.wall_ns(now);
+            shard.emit(|out| {
+                Encoder::start(out, &h, &ctx)
+                    .rule(b"")
+                    .arg(black_box(&raw))
+                    .finish(b"", b"", b"")
+            });
+            cons.pop(|e| {
+                black_box(e.len());
+            })
+        });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("audit/drain");
@@ -122,6 +155,24 @@ fn hot_path(c: &mut Criterion) {
             }
             framed.clear();
             prev = custos::audit::segment::frame(&mut framed, 17, &prev, &body);
+            framed.len()
+        });
+    });
+    // The drain's work per record as it runs: decode, split, mask each
+    // argument and the excerpt, frame, CRC and chain hash.
+    group.bench_function("record", |b| {
+        let mut scratch = custos::audit::drain::Scratch::default();
+        let mut framed = Vec::with_capacity(1 << 20);
+        let mut prev = [0u8; 32];
+        let mut seq = 0u64;
+        b.iter(|| {
+            if framed.len() > (1 << 20) - 4096 {
+                framed.clear();
+            }
+            seq += 1;
+            prev = custos::audit::segment::frame_with(&mut framed, seq, &prev, |out| {
+                custos::audit::drain::masked_body(&masker, &mut scratch, 1, black_box(&body), out)
+            });
             framed.len()
         });
     });

@@ -24,6 +24,7 @@
 //! writes again a `recovery` record says how many were lost, so the chain
 //! itself never has a gap.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,11 +116,9 @@ pub struct Drain {
     key: SigningKey,
     masker: Arc<Masker>,
     chains: Vec<Chain>,
-    body: Vec<u8>,
-    masked: Vec<u8>,
-    spans: Vec<Span>,
-    args: Vec<Arg>,
-    detail: Vec<u8>,
+    scratch: Scratch,
+    /// The last round stopped at `ROUND_BYTES_MAX` with entries left.
+    backlog: bool,
     last_sync: Instant,
     last_checkpoint: Instant,
     last_retention: Option<Instant>,
@@ -204,11 +203,8 @@ impl Drain {
             key,
             masker,
             chains,
-            body: Vec::with_capacity(16 * 1024),
-            masked: Vec::with_capacity(16 * 1024),
-            spans: Vec::new(),
-            args: Vec::new(),
-            detail: Vec::new(),
+            scratch: Scratch::default(),
+            backlog: false,
             last_sync: now,
             last_checkpoint: now,
             last_retention: None,
@@ -246,13 +242,26 @@ impl Drain {
                 }
                 break;
             }
+            let flush = self.shared.config.flush_interval;
             if !took {
                 let wait = if self.failure.is_some() {
                     RETRY_INTERVAL
                 } else {
-                    self.shared.config.flush_interval
+                    flush
                 };
                 std::thread::park_timeout(wait);
+            } else if self.shared.config.durability == Durability::Async
+                && !self.backlog
+                && !stopping
+            {
+                // Under async nothing waits for the records: let them
+                // gather until the next fsync is due, so each round frames,
+                // writes and fsyncs a large batch instead of a handful (a
+                // shard whose ring fills up wakes the drain sooner).
+                let due = flush.saturating_sub(self.last_sync.elapsed());
+                if !due.is_zero() {
+                    std::thread::park_timeout(due);
+                }
             }
         }
         self.close();
@@ -305,99 +314,55 @@ impl Drain {
     fn take_all(&mut self) -> bool {
         let closed = self.shared.config.on_failure == OnFailure::FailClosed;
         let mut took = false;
-        for i in 0..self.chains.len() {
+        self.backlog = false;
+        let Drain {
+            chains,
+            masker,
+            scratch,
+            backlog,
+            ..
+        } = self;
+        for (i, c) in chains.iter_mut().enumerate() {
             // Under fail_closed a round that could not be written is
             // retried as it is; nothing new is taken until it is.
-            if closed && !self.chains[i].out.is_empty() {
+            if closed && !c.out.is_empty() {
                 continue;
             }
+            let Chain {
+                consumer,
+                out,
+                next_seq,
+                head,
+                out_base,
+                out_entries,
+                out_records,
+                ..
+            } = c;
             loop {
-                if self.chains[i].out.len() >= ROUND_BYTES_MAX {
+                if out.len() >= ROUND_BYTES_MAX {
+                    *backlog = true;
                     break;
                 }
-                let mut entry = std::mem::take(&mut self.body);
-                let got = self.chains[i].consumer.pop(|e| {
-                    entry.clear();
-                    entry.extend_from_slice(e);
+                // Each entry is masked and framed straight from the ring
+                // into the chain's pending bytes: no copy in between.
+                let got = consumer.pop(|entry| {
+                    if out_base.is_none() {
+                        *out_base = Some((*next_seq, *head));
+                    }
+                    *head = segment::frame_with(out, *next_seq, head, |out| {
+                        masked_body(masker, scratch, i, entry, out)
+                    });
+                    *next_seq += 1;
                 });
                 if !got {
-                    self.body = entry;
                     break;
                 }
                 took = true;
-                self.append_entry(i, &entry);
-                self.body = entry;
-                self.chains[i].out_entries += 1;
+                *out_entries += 1;
+                *out_records += 1;
             }
         }
         took
-    }
-
-    /// Masks one ring entry and frames it into its chain.
-    fn append_entry(&mut self, chain: usize, entry: &[u8]) {
-        let mut body = std::mem::take(&mut self.detail);
-        match Record::decode(entry) {
-            Ok(r) => self.mask_body(&r, entry, &mut body),
-            Err(e) => {
-                // A shard bug, not client input: keep what is known.
-                error!(shard = chain, error = %e, "undecodable audit record from a shard");
-                let head = Head {
-                    kind: Some(Kind::Recovery),
-                    shard: chain as u16,
-                    time_ns: record::now_ns(),
-                    ..Head::default()
-                };
-                let detail = format!("a record of this shard could not be decoded: {e}");
-                Encoder::start(&mut body, &head, &Context::none())
-                    .rule(b"")
-                    .finish(b"", b"", detail.as_bytes());
-            }
-        }
-        self.frame(chain, &body);
-        self.detail = body;
-    }
-
-    fn mask_body(&mut self, r: &Record<'_>, entry: &[u8], out: &mut Vec<u8>) {
-        let masker = self.masker.clone();
-        let mut e = Encoder::start_raw(out, &entry[..r.context_end], 0).rule(r.rule);
-        let mut arg_text: Vec<u8> = std::mem::take(&mut self.masked);
-        if r.flags & FLAG_RAW_RESP != 0 {
-            let raw = r.args.iter().next().unwrap_or(b"");
-            let argc = split_resp(raw, &mut self.args);
-            let mut total = 0usize;
-            let mut kept = 0usize;
-            for a in &self.args {
-                if total >= COMMAND_BYTES_MAX {
-                    break;
-                }
-                let keep = (a.end - a.start)
-                    .min(ARG_BYTES_MAX)
-                    .min(COMMAND_BYTES_MAX - total);
-                let value = &raw[a.start..a.start + keep];
-                total += keep;
-                kept += 1;
-                arg_text.clear();
-                mask(&masker, value, &mut arg_text, &mut self.spans);
-                if keep < a.declared {
-                    arg_text.extend_from_slice(format!("...[{} bytes]", a.declared).as_bytes());
-                }
-                e = e.arg(&arg_text);
-            }
-            if argc > kept {
-                let more = format!("...[{} more arguments]", argc - kept);
-                e = e.arg(more.as_bytes());
-            }
-        } else {
-            for a in r.args.iter() {
-                arg_text.clear();
-                mask(&masker, a, &mut arg_text, &mut self.spans);
-                e = e.arg(&arg_text);
-            }
-        }
-        arg_text.clear();
-        mask(&masker, r.excerpt, &mut arg_text, &mut self.spans);
-        e.finish(r.code, &arg_text, r.detail);
-        self.masked = arg_text;
     }
 
     /// Frames `body` as the next record of `chain`.
@@ -652,6 +617,82 @@ impl Drain {
             }
         }
     }
+}
+
+/// Buffers the drain reuses for every record.
+#[derive(Default)]
+pub struct Scratch {
+    spans: Vec<Span>,
+    args: Vec<Arg>,
+}
+
+/// Appends the body of the segment record for ring entry `entry` of
+/// shard `chain`: the command and the reply excerpt masked, a raw Redis
+/// command split into capped arguments.
+pub fn masked_body(
+    masker: &Masker,
+    s: &mut Scratch,
+    chain: usize,
+    entry: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let r = match Record::decode(entry) {
+        Ok(r) => r,
+        Err(e) => {
+            // A shard bug, not client input: keep what is known.
+            error!(shard = chain, error = %e, "undecodable audit record from a shard");
+            let head = Head {
+                kind: Some(Kind::Recovery),
+                shard: chain as u16,
+                time_ns: record::now_ns(),
+                ..Head::default()
+            };
+            let detail = format!("a record of this shard could not be decoded: {e}");
+            Encoder::append(out, &head, &Context::none())
+                .rule(b"")
+                .finish(b"", b"", detail.as_bytes());
+            return;
+        }
+    };
+    let mut e = Encoder::append_raw(out, &entry[..r.context_end], 0).rule(r.rule);
+    if r.flags & FLAG_RAW_RESP != 0 {
+        let raw = r.args.iter().next().unwrap_or(b"");
+        let argc = split_resp(raw, &mut s.args);
+        let mut total = 0usize;
+        let mut kept = 0usize;
+        for a in &s.args {
+            if total >= COMMAND_BYTES_MAX {
+                break;
+            }
+            let keep = (a.end - a.start)
+                .min(ARG_BYTES_MAX)
+                .min(COMMAND_BYTES_MAX - total);
+            let value = &raw[a.start..a.start + keep];
+            total += keep;
+            kept += 1;
+            let spans = &mut s.spans;
+            e = e.arg_with(|out| {
+                mask(masker, value, out, spans);
+                if keep < a.declared {
+                    let _ = write!(out, "...[{} bytes]", a.declared);
+                }
+            });
+        }
+        if argc > kept {
+            e = e.arg_with(|out| {
+                let _ = write!(out, "...[{} more arguments]", argc - kept);
+            });
+        }
+    } else {
+        for a in r.args.iter() {
+            e = e.arg_with(|out| mask(masker, a, out, &mut s.spans));
+        }
+    }
+    e.finish_with(
+        r.code,
+        |out| mask(masker, r.excerpt, out, &mut s.spans),
+        r.detail,
+    );
 }
 
 fn mask(masker: &Masker, input: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Span>) {

@@ -52,7 +52,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use config::{AuditConfig, Durability, OnFailure};
 pub use record::{Decision, Kind};
@@ -63,6 +63,10 @@ use crate::metrics::AuditMetrics;
 /// How long a session waits between looks at a full ring or at the
 /// durable watermark.
 const WAIT_POLL: Duration = Duration::from_micros(200);
+
+/// How long a shard maps instants to wall-clock time from one reading of
+/// both clocks: a step of the wall clock shows in records within this.
+const CLOCK_ANCHOR_MAX: Duration = Duration::from_secs(1);
 
 /// What the shards and the drain thread share.
 pub struct AuditShared {
@@ -134,6 +138,10 @@ pub struct ShardAudit {
     pushed: Cell<u64>,
     /// Sessions started on this shard.
     sessions: Cell<u64>,
+    /// Ring position at the last early wake of the drain.
+    woken_at: Cell<u64>,
+    /// An instant and the wall-clock time (Unix ns) read with it.
+    clock_anchor: Cell<(Instant, u64)>,
     /// `record_reply_bytes`.
     pub(crate) reply_bytes: usize,
 }
@@ -155,6 +163,8 @@ impl ShardAudit {
             spill: RefCell::new(VecDeque::new()),
             pushed: Cell::new(0),
             sessions: Cell::new(0),
+            woken_at: Cell::new(0),
+            clock_anchor: Cell::new((Instant::now(), record::now_ns())),
             reply_bytes,
         }
     }
@@ -165,6 +175,25 @@ impl ShardAudit {
         let n = self.sessions.get() + 1;
         self.sessions.set(n);
         ((self.shard as u64) << 48) | (n & ((1 << 48) - 1))
+    }
+
+    /// The wall-clock time (Unix ns) of `at`, an instant the session read
+    /// for a whole batch of commands or replies anyway: records take their
+    /// time from it instead of reading the clock each.
+    #[inline]
+    pub fn wall_ns(&self, at: Instant) -> u64 {
+        let (instant, wall) = self.clock_anchor.get();
+        match at.checked_duration_since(instant) {
+            Some(d) if d < CLOCK_ANCHOR_MAX => wall + duration_ns(d),
+            Some(_) => {
+                let anchor = (Instant::now(), record::now_ns());
+                self.clock_anchor.set(anchor);
+                anchor
+                    .1
+                    .saturating_sub(duration_ns(anchor.0.saturating_duration_since(at)))
+            }
+            None => wall.saturating_sub(duration_ns(instant - at)),
+        }
     }
 
     /// Builds a record in the scratch buffer with `build` and queues it.
@@ -181,11 +210,25 @@ impl ShardAudit {
         let spilling = !self.spill.borrow().is_empty();
         if !spilling && self.producer.push(&scratch) {
             self.pushed.set(self.pushed.get() + 1);
+            self.nudge_drain();
             return;
         }
         self.shared.metrics.ring_full(self.shard as usize);
         self.spill.borrow_mut().push_back(scratch.as_slice().into());
         self.shared.wake_drain();
+    }
+
+    /// Under `async` the drain sleeps between fsyncs while records gather;
+    /// a ring filling up faster than that wakes it early, at most once
+    /// every eighth of the ring.
+    #[inline]
+    fn nudge_drain(&self) {
+        let cap = self.producer.capacity() as u64;
+        let at = self.producer.position();
+        if at - self.woken_at.get() >= cap / 8 && self.producer.backlog_above(cap / 4) {
+            self.woken_at.set(at);
+            self.shared.wake_drain();
+        }
     }
 
     /// Moves spilled records into the ring; `true` when none is left.
@@ -243,6 +286,11 @@ impl ShardAudit {
     pub fn refusing(&self) -> bool {
         self.shared.refusing()
     }
+}
+
+#[inline]
+fn duration_ns(d: Duration) -> u64 {
+    d.as_secs() * 1_000_000_000 + d.subsec_nanos() as u64
 }
 
 /// Starts the trail: recovers the segments, loads or creates the signing

@@ -544,6 +544,16 @@ fn put32(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(v);
 }
 
+/// A `u32`-length field whose bytes `write` appends.
+fn put32_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let len = (out.len() - at - 4).min(u32::MAX as usize);
+    out.truncate(at + 4 + len);
+    out[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+}
+
 /// The fixed-size part of a record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Head {
@@ -571,12 +581,36 @@ pub struct Head {
     pub count: u64,
 }
 
-/// Encodes a body field by field into a caller's buffer, which it clears
-/// first; with a reused buffer nothing is allocated once it has grown.
+/// Encodes a body field by field into a caller's buffer; with a reused
+/// buffer nothing is allocated once it has grown. [`start`](Self::start)
+/// clears the buffer first; [`append_raw`](Self::append_raw) encodes after
+/// what it holds (the drain builds bodies in place, after their frame
+/// header).
 pub struct Encoder<'b> {
     out: &'b mut Vec<u8>,
     args_at: usize,
     args: u16,
+}
+
+impl Head {
+    /// The fixed header, encoded.
+    #[inline]
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0] = VERSION;
+        b[1] = self.kind.map_or(0, |k| k as u8);
+        b[2] = self.protocol as u8;
+        b[3] = self.decision.map_or(0, |d| d as u8);
+        b[4] = self.status as u8;
+        b[5] = self.flags;
+        b[6..8].copy_from_slice(&self.shard.to_le_bytes());
+        b[8..16].copy_from_slice(&self.time_ns.to_le_bytes());
+        b[16..24].copy_from_slice(&self.session.to_le_bytes());
+        b[24..32].copy_from_slice(&self.cmd_no.to_le_bytes());
+        b[32..40].copy_from_slice(&self.latency_us.to_le_bytes());
+        b[40..48].copy_from_slice(&self.count.to_le_bytes());
+        b
+    }
 }
 
 impl<'b> Encoder<'b> {
@@ -584,22 +618,14 @@ impl<'b> Encoder<'b> {
     #[inline]
     pub fn start(out: &'b mut Vec<u8>, head: &Head, context: &Context) -> Encoder<'b> {
         out.clear();
-        out.push(VERSION);
-        out.push(head.kind.map_or(0, |k| k as u8));
-        out.push(head.protocol as u8);
-        out.push(head.decision.map_or(0, |d| d as u8));
-        out.push(head.status as u8);
-        out.push(head.flags);
-        out.extend_from_slice(&head.shard.to_le_bytes());
-        for v in [
-            head.time_ns,
-            head.session,
-            head.cmd_no,
-            head.latency_us,
-            head.count,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        Encoder::append(out, head, context)
+    }
+
+    /// Starts a body after the bytes `out` already holds.
+    #[inline]
+    pub fn append(out: &'b mut Vec<u8>, head: &Head, context: &Context) -> Encoder<'b> {
+        out.reserve(HEADER_BYTES + context.bytes().len() + 64);
+        out.extend_from_slice(&head.encode());
         out.extend_from_slice(context.bytes());
         Encoder {
             out,
@@ -613,8 +639,15 @@ impl<'b> Encoder<'b> {
     #[inline]
     pub fn start_raw(out: &'b mut Vec<u8>, prefix: &[u8], flags: u8) -> Encoder<'b> {
         out.clear();
+        Encoder::append_raw(out, prefix, flags)
+    }
+
+    /// [`start_raw`](Self::start_raw) after the bytes `out` already holds.
+    #[inline]
+    pub fn append_raw(out: &'b mut Vec<u8>, prefix: &[u8], flags: u8) -> Encoder<'b> {
+        let base = out.len();
         out.extend_from_slice(prefix);
-        out[5] = flags;
+        out[base + 5] = flags;
         Encoder {
             out,
             args_at: 0,
@@ -645,12 +678,30 @@ impl<'b> Encoder<'b> {
         self
     }
 
+    /// One argument that `write` appends to the buffer itself (call after
+    /// [`rule`](Self::rule)); it is cut to `u32::MAX` bytes.
+    #[inline]
+    pub fn arg_with(mut self, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        if self.args < u16::MAX {
+            put32_with(self.out, write);
+            self.args += 1;
+        }
+        self
+    }
+
     /// The code, excerpt and detail; ends the body.
     #[inline]
     pub fn finish(self, code: &[u8], excerpt: &[u8], detail: &[u8]) {
+        self.finish_with(code, |out| out.extend_from_slice(excerpt), detail);
+    }
+
+    /// [`finish`](Self::finish) with an excerpt that `excerpt` appends to
+    /// the buffer itself.
+    #[inline]
+    pub fn finish_with(self, code: &[u8], excerpt: impl FnOnce(&mut Vec<u8>), detail: &[u8]) {
         self.out[self.args_at..self.args_at + 2].copy_from_slice(&self.args.to_le_bytes());
         put16(self.out, code);
-        put32(self.out, excerpt);
+        put32_with(self.out, excerpt);
         put32(self.out, detail);
     }
 }

@@ -166,6 +166,30 @@ impl Producer {
         true
     }
 
+    /// Bytes of the ring.
+    pub fn capacity(&self) -> usize {
+        self.inner.cap
+    }
+
+    /// Bytes pushed so far (a monotonic position).
+    pub fn position(&self) -> u64 {
+        self.tail.get()
+    }
+
+    /// Whether more than `bytes` are pushed and not yet taken. Cheap while
+    /// the last known figure is below: the consumer's position is only
+    /// loaded again when it seems above.
+    #[inline]
+    pub fn backlog_above(&self, bytes: u64) -> bool {
+        let tail = self.tail.get();
+        if tail - self.head_seen.get() <= bytes {
+            return false;
+        }
+        self.head_seen
+            .set(self.inner.head.0.load(Ordering::Acquire));
+        tail - self.head_seen.get() > bytes
+    }
+
     /// Whether the consumer has taken every entry pushed so far.
     pub fn is_empty(&self) -> bool {
         self.inner.head.0.load(Ordering::Acquire) == self.tail.get()

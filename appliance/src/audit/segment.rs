@@ -190,16 +190,30 @@ pub fn hash(payload: &[u8]) -> Hash {
 
 /// Appends one framed record to `out`; returns its hash.
 pub fn frame(out: &mut Vec<u8>, seq: u64, prev: &Hash, body: &[u8]) -> Hash {
+    frame_with(out, seq, prev, |out| out.extend_from_slice(body))
+}
+
+/// Appends one framed record whose body `body` appends to `out` itself,
+/// after the frame header: the body is built where it will be written, and
+/// its bytes are read once more, for the CRC and the hash.
+#[inline]
+pub fn frame_with(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: &Hash,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> Hash {
     let start = out.len();
-    let len = PAYLOAD_PREFIX_BYTES + body.len();
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(prev);
-    out.extend_from_slice(body);
+    let mut prefix = [0u8; FRAME_HEADER_BYTES + PAYLOAD_PREFIX_BYTES];
+    prefix[8..16].copy_from_slice(&seq.to_le_bytes());
+    prefix[16..48].copy_from_slice(prev);
+    out.extend_from_slice(&prefix);
+    body(out);
     let payload = &out[start + FRAME_HEADER_BYTES..];
+    let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);
     let h = hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     h
 }

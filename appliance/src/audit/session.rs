@@ -130,11 +130,16 @@ impl SessionAudit {
     }
 
     fn head(&self, kind: Kind, cmd_no: u64) -> Head {
+        self.head_at(kind, cmd_no, now_ns())
+    }
+
+    #[inline]
+    fn head_at(&self, kind: Kind, cmd_no: u64, time_ns: u64) -> Head {
         Head {
             kind: Some(kind),
             protocol: self.proto,
             shard: self.shard.shard,
-            time_ns: now_ns(),
+            time_ns,
             session: self.id,
             cmd_no,
             ..Head::default()
@@ -196,15 +201,23 @@ impl SessionAudit {
     // ---------------------------------------------------------------- Redis
 
     /// A Redis command as the client sent it (`frame` starts at the
-    /// command; it may be cut short), with policy's decision.
+    /// command; it may be cut short), with policy's decision; `now` is
+    /// when the batch it came in was read.
     #[inline]
-    pub fn redis_command(&self, frame: &[u8], decision: Decision, rule: Option<&[u8]>) {
+    pub fn redis_command(
+        &self,
+        frame: &[u8],
+        decision: Decision,
+        rule: Option<&[u8]>,
+        now: Instant,
+    ) {
         let raw = &frame[..frame.len().min(RAW_COMMAND_BYTES_MAX)];
         if carries_secret(raw) {
             return self.redis_command_redacted(raw, decision, rule);
         }
         let cmd_no = self.next_command();
-        let mut head = self.head(Kind::for_decision(decision), cmd_no);
+        let time_ns = self.shard.wall_ns(now);
+        let mut head = self.head_at(Kind::for_decision(decision), cmd_no, time_ns);
         head.decision = Some(decision);
         head.flags = FLAG_RAW_RESP;
         self.emit_head(&head, |e| {
@@ -245,8 +258,9 @@ impl SessionAudit {
     }
 
     /// The reply to the oldest command is complete; `replaced` is what the
-    /// appliance answered instead of the store, when it did.
-    pub fn redis_reply(&self, error: bool, latency_us: u64, replaced: Option<&[u8]>) {
+    /// appliance answered instead of the store, when it did; `now` is when
+    /// the batch it came in was read.
+    pub fn redis_reply(&self, error: bool, latency_us: u64, replaced: Option<&[u8]>, now: Instant) {
         let cmd_no = self.replies.get() + 1;
         self.replies.set(cmd_no);
         let mut ex = self.excerpt.borrow_mut();
@@ -267,7 +281,7 @@ impl SessionAudit {
         } else {
             b""
         };
-        let mut head = self.head(Kind::Reply, cmd_no);
+        let mut head = self.head_at(Kind::Reply, cmd_no, self.shard.wall_ns(now));
         head.status = if error { Status::Error } else { Status::Ok };
         head.latency_us = latency_us;
         head.count = self.reply_bytes.replace(0);
@@ -290,6 +304,7 @@ impl SessionAudit {
     /// Reply bytes of the shared phase, in order: whole replies are
     /// recorded as they complete.
     pub fn redis_inbox(&self, bytes: &[u8]) {
+        let now = Instant::now();
         let mut pos = 0;
         while pos < bytes.len() {
             let mut inbox = self.inbox.borrow_mut();
@@ -314,8 +329,8 @@ impl SessionAudit {
                 .shared_sent
                 .borrow_mut()
                 .pop_front()
-                .map_or(0, |t| t.elapsed().as_micros() as u64);
-            self.redis_reply(matches!(first, b'-' | b'!'), us, None);
+                .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64);
+            self.redis_reply(matches!(first, b'-' | b'!'), us, None, now);
         }
     }
 
@@ -701,8 +716,8 @@ pub fn split_resp(raw: &[u8], out: &mut Vec<Arg>) -> usize {
     out.clear();
     let line = |at: usize| -> Option<(i64, usize)> {
         let rest = raw.get(at..)?;
-        let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let n = std::str::from_utf8(rest.get(1..end)?).ok()?.parse().ok()?;
+        let end = crlf(rest)?;
+        let n = parse_i64(rest.get(1..end)?)?;
         Some((n, at + end + 2))
     };
     if raw.first() != Some(&b'*') {
@@ -732,9 +747,75 @@ pub fn split_resp(raw: &[u8], out: &mut Vec<Arg>) -> usize {
     argc
 }
 
+/// Where the first `\r\n` of `b` starts.
+#[inline]
+fn crlf(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let at = from + memchr::memchr(b'\r', &b[from..])?;
+        if b.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
+/// A decimal `i64` as `str::parse` reads it (an optional sign, then
+/// digits), without the UTF-8 check.
+#[inline]
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = (d - b'0') as i64;
+        n = n.checked_mul(10).and_then(|n| {
+            if neg {
+                n.checked_sub(d)
+            } else {
+                n.checked_add(d)
+            }
+        })?;
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_parse_as_str_parse_does() {
+        for t in [
+            "0",
+            "12",
+            "-3",
+            "+4",
+            "",
+            "-",
+            "+",
+            "1a",
+            " 1",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "٣",
+        ] {
+            assert_eq!(parse_i64(t.as_bytes()), t.parse::<i64>().ok(), "{t:?}");
+        }
+        assert_eq!(crlf(b"ab\rc\r\n"), Some(4));
+        assert_eq!(crlf(b"ab\r"), None);
+    }
 
     #[test]
     fn resp_is_split_even_when_cut_short() {

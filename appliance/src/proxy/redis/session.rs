@@ -562,7 +562,7 @@ async fn shared_reader(
                     Planned::Inline => &inline[from..to],
                     Planned::Forward | Planned::Auth => &data[from..to],
                 };
-                a.redis_command(frame, Decision::Allow, None);
+                a.redis_command(frame, Decision::Allow, None, now);
                 a.redis_shared_sent(now);
             }
             match kind {
@@ -859,7 +859,7 @@ async fn client_side(
                             scratch.clear();
                             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
                             resp::encode::command(&mut scratch, &refs);
-                            a.redis_command(&scratch, audit.0, Some(audit.1.as_bytes()));
+                            a.redis_command(&scratch, audit.0, Some(audit.1.as_bytes()), now);
                         }
                         commands += 1;
                         if !answer_locally(s, &mut uw, carrier, reply, now).await {
@@ -918,7 +918,7 @@ async fn client_side(
                                 Ok(Some(len)) => len,
                                 _ => data.len(),
                             };
-                            a.redis_command(&data[..len], audit.0, Some(audit.1.as_bytes()));
+                            a.redis_command(&data[..len], audit.0, Some(audit.1.as_bytes()), now);
                         }
                         if !flush(s, &mut uw, &mut buf, fwd, pos).await
                             || !answer_locally(s, &mut uw, carrier, reply, now).await
@@ -954,7 +954,12 @@ async fn client_side(
                             Ok(sc) => {
                                 s.pending.borrow_mut().push(entry);
                                 if let Some(a) = &s.audit {
-                                    a.redis_command(&data[..sc.consumed], Decision::Allow, None);
+                                    a.redis_command(
+                                        &data[..sc.consumed],
+                                        Decision::Allow,
+                                        None,
+                                        now,
+                                    );
                                 }
                                 commands += 1;
                                 pos += sc.consumed;
@@ -1132,9 +1137,9 @@ async fn forward_whole(
         // could not be); it does not run either.
         match class {
             Class::Refused(AUDIT_UNAVAILABLE) => {}
-            Class::Refused(_) => a.redis_command(frame, Decision::Block, None),
+            Class::Refused(_) => a.redis_command(frame, Decision::Block, None, now),
             // AUTH and HELLO passwords are replaced before the record is built.
-            _ => a.redis_command(frame, Decision::Allow, None),
+            _ => a.redis_command(frame, Decision::Allow, None, now),
         }
     }
     let args = head.argc.saturating_sub(1).min(u32::MAX as usize) as u32;
@@ -1593,8 +1598,10 @@ async fn upstream_side(s: &Session, mut ur: UpstreamRead, mut cw: ClientWrite) -
                         Expect::InternalAuth
                         | Expect::Terminal
                         | Expect::Replace(AUDIT_UNAVAILABLE) => a.reply_discard(),
-                        Expect::Replace(reply) if skip => a.redis_reply(false, us, Some(reply)),
-                        _ => a.redis_reply(error, us, None),
+                        Expect::Replace(reply) if skip => {
+                            a.redis_reply(false, us, Some(reply), now)
+                        }
+                        _ => a.redis_reply(error, us, None, now),
                     }
                 }
                 match entry.expect {
