@@ -113,7 +113,8 @@ enum AuditCommand {
         /// Session id.
         #[arg(long)]
         session: Option<String>,
-        /// Record kind (command, reply, auth_fail, session_start, ...).
+        /// Record kind (command, block, auth_fail, session_start, ...; `reply`
+        /// finds only replies written apart from their command).
         #[arg(long)]
         kind: Option<String>,
         /// allow, block or approve.

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use custos::audit::record::{Context, Decision, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Record};
+use custos::audit::record::{
+    Context, Decision, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Record, Status,
+};
 use custos::audit::{AuditConfig, AuditShared, ShardAudit, ring};
 use custos::metrics::AuditMetrics;
 use custos_parsers::resp::encode;
@@ -173,6 +175,45 @@ fn hot_path(c: &mut Criterion) {
             prev = custos::audit::segment::frame_with(&mut framed, seq, &prev, |out| {
                 custos::audit::drain::masked_body(&masker, &mut scratch, 1, black_box(&body), out)
             });
+            framed.len()
+        });
+    });
+    // Per command as the drain runs under async durability: the command
+    // entry held, its reply entry paired with it, one record written.
+    let mut reply = Vec::new();
+    let reply_head = Head {
+        kind: Some(Kind::Reply),
+        status: Status::Ok,
+        flags: 0,
+        decision: None,
+        latency_us: 80,
+        count: 5,
+        ..head
+    };
+    Encoder::start(&mut reply, &reply_head, &ctx)
+        .rule(b"")
+        .finish(b"", b"+OK\r\n", b"");
+    group.bench_function("command_with_reply", |b| {
+        let mut scratch = custos::audit::drain::Scratch::default();
+        let mut pairing = custos::audit::drain::Pairing::default();
+        let mut framed = Vec::with_capacity(1 << 20);
+        let mut prev = [0u8; 32];
+        let mut seq = 0u64;
+        let mut base = None;
+        let mut records = 0u64;
+        b.iter(|| {
+            if framed.len() > (1 << 20) - 4096 {
+                framed.clear();
+            }
+            let mut f = custos::audit::drain::Framer {
+                out: &mut framed,
+                next_seq: &mut seq,
+                head: &mut prev,
+                out_base: &mut base,
+                records: &mut records,
+            };
+            pairing.take(&mut f, &masker, &mut scratch, 1, black_box(&body), true);
+            pairing.take(&mut f, &masker, &mut scratch, 1, black_box(&reply), true);
             framed.len()
         });
     });

@@ -16,6 +16,30 @@
 //!    checkpoint record appended to every chain;
 //! 5. rotate segments by size and age; apply retention once a minute.
 //!
+//! # One record per command
+//!
+//! A shard pushes a command entry when it forwards a command and a reply
+//! entry when the reply has passed (cheap copies on its hot path). Under
+//! `durability = "async"` the drain pairs them ([`Pairing`]): it keeps, per
+//! session, a FIFO of masked command bodies whose reply has not come yet
+//! (replies come in order per session, pipelines and extended-protocol
+//! batches included, and carry their command's number), and writes one
+//! record with the command and its reply summary when the reply entry
+//! arrives. A command still waiting is written without a summary when its
+//! session ends or a later command's reply comes first (status
+//! `no_reply`), and before every checkpoint (so before each rotation and at
+//! shutdown), or when its session has [`HELD_PER_SESSION_MAX`] waiting or
+//! the chain [`HELD_PER_CHAIN_MAX`] (status `unknown`; its reply, if one
+//! comes, is then a `reply` record). Nothing is dropped.
+//!
+//! Under `durability = "sync"` commands are not held: a session releases
+//! reply bytes (the first part of a large reply, a COPY or pub/sub stream
+//! included) only once every record it pushed is durable, and the durable
+//! watermark is a prefix of each ring, so a held command would hold back
+//! its own reply and every other session's of the shard. There the command
+//! record is written at once and the reply is a `reply` record, as in
+//! version 1 trails.
+//!
 //! When a write or fsync fails (ENOSPC, EIO) the file is cut back to its
 //! last whole record, the failure is logged and counted and the shared
 //! `failed` flag is raised. Under `fail_closed` the round's records are
@@ -34,7 +58,9 @@ use custos_masking::{Masked, Masker, Span};
 use tracing::{error, info, warn};
 
 use super::checkpoint::{self, Head as ChainHead};
-use super::record::{self, Context, Encoder, FLAG_RAW_RESP, Head, Kind, Record};
+use std::collections::{HashMap, VecDeque};
+
+use super::record::{self, Context, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Record, Status};
 use super::segment::{self, Hash, SegmentWriter};
 use super::session::{Arg, split_resp};
 use super::sign::SigningKey;
@@ -47,6 +73,14 @@ const ROUND_BYTES_MAX: usize = 1024 * 1024;
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Commands of one session held for their replies; beyond, the oldest is
+/// written without its reply.
+pub const HELD_PER_SESSION_MAX: usize = 1024;
+/// Commands held for their replies per chain; beyond, a new command is
+/// written without its reply.
+pub const HELD_PER_CHAIN_MAX: usize = 16 * 1024;
+/// Spare command buffers kept for reuse per chain.
+const SPARE_MAX: usize = 1024;
 
 /// One shard's chain as the drain writes it.
 struct Chain {
@@ -73,6 +107,287 @@ struct Chain {
     unrecorded: u64,
     /// `next_seq` right after the last checkpoint.
     checkpointed: u64,
+    /// Commands waiting for their replies.
+    pairing: Pairing,
+}
+
+impl Chain {
+    fn parts(&mut self) -> (Framer<'_>, &mut Pairing) {
+        (
+            Framer {
+                out: &mut self.out,
+                next_seq: &mut self.next_seq,
+                head: &mut self.head,
+                out_base: &mut self.out_base,
+                records: &mut self.out_records,
+            },
+            &mut self.pairing,
+        )
+    }
+}
+
+/// Appends records to a chain's pending bytes: numbers, chains and frames
+/// them.
+pub struct Framer<'c> {
+    /// Frames built and not yet written.
+    pub out: &'c mut Vec<u8>,
+    /// Seq of the next record.
+    pub next_seq: &'c mut u64,
+    /// Hash of record `next_seq - 1`.
+    pub head: &'c mut Hash,
+    /// `(next_seq, head)` before `out`.
+    pub out_base: &'c mut Option<(u64, Hash)>,
+    /// Records in `out`.
+    pub records: &'c mut u64,
+}
+
+impl Framer<'_> {
+    /// Frames the body that `body` appends as the next record.
+    #[inline]
+    pub fn frame(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
+        if self.out_base.is_none() {
+            *self.out_base = Some((*self.next_seq, *self.head));
+        }
+        *self.head = segment::frame_with(self.out, *self.next_seq, self.head, body);
+        *self.next_seq += 1;
+        *self.records += 1;
+    }
+}
+
+/// A masked command body waiting for its reply.
+struct Waiting {
+    cmd_no: u64,
+    body: Vec<u8>,
+    /// Offset of the `code` field.
+    reply_at: usize,
+    /// Offset of the detail bytes.
+    detail_at: usize,
+    /// Bound parameters of a PostgreSQL Execute (its `count`).
+    params: u64,
+}
+
+/// Pairs each command with its reply, per session (see the module docs).
+#[derive(Default)]
+pub struct Pairing {
+    sessions: HashMap<u64, VecDeque<Waiting>>,
+    held: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Pairing {
+    /// Commands held now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Takes ring entry `entry` of shard `chain`: holds a command, pairs a
+    /// reply with its command, writes anything else (with `pair` false,
+    /// every entry is written as it is).
+    pub fn take(
+        &mut self,
+        f: &mut Framer<'_>,
+        masker: &Masker,
+        s: &mut Scratch,
+        chain: usize,
+        entry: &[u8],
+        pair: bool,
+    ) {
+        let peeked = if pair { record::peek(entry) } else { None };
+        match peeked {
+            Some((Kind::Command | Kind::Block | Kind::ApprovalRequested, session, cmd_no))
+                if session != 0 && cmd_no != 0 =>
+            {
+                self.hold(f, masker, s, chain, entry, session, cmd_no)
+            }
+            Some((Kind::Reply, session, cmd_no)) if session != 0 => {
+                self.reply(f, masker, s, chain, entry, session, cmd_no)
+            }
+            Some((Kind::SessionEnd, session, _)) => {
+                self.end(f, session);
+                f.frame(|out| masked_body(masker, s, chain, entry, out));
+            }
+            _ => f.frame(|out| masked_body(masker, s, chain, entry, out)),
+        }
+    }
+
+    // The drain's parts come borrowed apart (a chain's framer, the masker,
+    // the scratch buffers) and the entry's peeked header with them.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        f: &mut Framer<'_>,
+        masker: &Masker,
+        s: &mut Scratch,
+        chain: usize,
+        entry: &[u8],
+        session: u64,
+        cmd_no: u64,
+    ) {
+        if self.held >= HELD_PER_CHAIN_MAX {
+            f.frame(|out| {
+                let at = out.len();
+                masked_body(masker, s, chain, entry, out);
+                out[at + 4] = Status::Unknown as u8;
+            });
+            return;
+        }
+        let mut body = self.spare.pop().unwrap_or_default();
+        body.clear();
+        let Some(reply_at) = masked_body_at(masker, s, chain, entry, &mut body) else {
+            f.frame(|out| out.extend_from_slice(&body));
+            self.recycle(body);
+            return;
+        };
+        let len_at = |at: usize, n: usize| {
+            let mut w = [0u8; 4];
+            w[..n].copy_from_slice(&body[at..at + n]);
+            u32::from_le_bytes(w) as usize
+        };
+        let excerpt_at = reply_at + 2 + len_at(reply_at, 2);
+        let detail_at = excerpt_at + 4 + len_at(excerpt_at, 4) + 4;
+        let params = if body[2] == Proto::Postgres as u8 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&body[40..48]);
+            u64::from_le_bytes(w)
+        } else {
+            0
+        };
+        let q = self.sessions.entry(session).or_default();
+        if q.len() >= HELD_PER_SESSION_MAX
+            && let Some(old) = q.pop_front()
+        {
+            self.held -= 1;
+            unanswered(f, &old, Status::Unknown);
+            if self.spare.len() < SPARE_MAX {
+                self.spare.push(old.body);
+            }
+        }
+        q.push_back(Waiting {
+            cmd_no,
+            body,
+            reply_at,
+            detail_at,
+            params,
+        });
+        self.held += 1;
+    }
+
+    // As `hold`.
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &mut self,
+        f: &mut Framer<'_>,
+        masker: &Masker,
+        s: &mut Scratch,
+        chain: usize,
+        entry: &[u8],
+        session: u64,
+        cmd_no: u64,
+    ) {
+        let mut paired = None;
+        if let Some(q) = self.sessions.get_mut(&session) {
+            // Commands before this reply's got none (a PostgreSQL statement
+            // refused at Parse, a reply the appliance answered itself).
+            while let Some(w) = q.front() {
+                if w.cmd_no >= cmd_no {
+                    break;
+                }
+                let w = q.pop_front().expect("a front");
+                self.held -= 1;
+                unanswered(f, &w, Status::NoReply);
+                if self.spare.len() < SPARE_MAX {
+                    self.spare.push(w.body);
+                }
+            }
+            if q.front().is_some_and(|w| w.cmd_no == cmd_no) {
+                paired = q.pop_front();
+                self.held -= 1;
+            }
+        }
+        let Some(w) = paired else {
+            // Its command was written already (or there is none): the
+            // reply stands alone.
+            f.frame(|out| masked_body(masker, s, chain, entry, out));
+            return;
+        };
+        match Record::decode(entry) {
+            Ok(r) => f.frame(|out| {
+                record::append_with_reply(
+                    out,
+                    &w.body,
+                    w.reply_at,
+                    (r.status, r.latency_us, r.count, r.code),
+                    |out| mask(masker, r.excerpt, out, &mut s.spans),
+                    |out| detail(out, &w),
+                )
+            }),
+            Err(_) => {
+                unanswered(f, &w, Status::NoReply);
+                f.frame(|out| masked_body(masker, s, chain, entry, out));
+            }
+        }
+        self.recycle(w.body);
+    }
+
+    /// Session `session` ended: its waiting commands got no reply.
+    fn end(&mut self, f: &mut Framer<'_>, session: u64) {
+        if let Some(q) = self.sessions.remove(&session) {
+            for w in q {
+                self.held -= 1;
+                unanswered(f, &w, Status::NoReply);
+                self.recycle(w.body);
+            }
+        }
+    }
+
+    /// Writes every waiting command without its reply.
+    pub fn flush(&mut self, f: &mut Framer<'_>, status: Status) {
+        if self.held == 0 {
+            return;
+        }
+        let mut spare = std::mem::take(&mut self.spare);
+        for q in self.sessions.values_mut() {
+            for w in q.drain(..) {
+                unanswered(f, &w, status);
+                if spare.len() < SPARE_MAX {
+                    spare.push(w.body);
+                }
+            }
+        }
+        self.spare = spare;
+        self.held = 0;
+    }
+
+    fn recycle(&mut self, body: Vec<u8>) {
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(body);
+        }
+    }
+}
+
+/// A held command's detail, with a PostgreSQL Execute's bound parameter
+/// count (its `count` holds the reply's rows once written).
+fn detail(out: &mut Vec<u8>, w: &Waiting) {
+    let d = &w.body[w.detail_at..];
+    out.extend_from_slice(d);
+    if w.params > 0 {
+        let sep = if d.is_empty() { "" } else { ", " };
+        let _ = write!(out, "{sep}{} bound parameters", w.params);
+    }
+}
+
+/// Writes a held command without a reply summary.
+fn unanswered(f: &mut Framer<'_>, w: &Waiting, status: Status) {
+    f.frame(|out| {
+        record::append_with_reply(
+            out,
+            &w.body,
+            w.reply_at,
+            (status, 0, 0, b""),
+            |_| {},
+            |out| detail(out, w),
+        )
+    });
 }
 
 /// Stops the drain thread.
@@ -195,6 +510,7 @@ impl Drain {
                 dirty: false,
                 unrecorded: 0,
                 checkpointed: r.next_seq,
+                pairing: Pairing::default(),
             });
         }
         let now = Instant::now();
@@ -270,6 +586,8 @@ impl Drain {
     /// The last word at shutdown: a checkpoint (when the trail is
     /// writable) and an fsync.
     pub fn close(mut self) {
+        // Every reply the shards saw is in the rings by now.
+        self.flush_held(Status::NoReply);
         self.write_all();
         if self.failure.is_none() {
             self.checkpoint();
@@ -292,7 +610,12 @@ impl Drain {
             self.sync_all();
         }
         if self.failure.is_none() {
-            let changed = self.chains.iter().any(|c| c.next_seq != c.checkpointed);
+            // Commands held for their replies count: a checkpoint writes
+            // them, so none waits longer than `checkpoint_interval`.
+            let changed = self
+                .chains
+                .iter()
+                .any(|c| c.next_seq != c.checkpointed || c.pairing.held() > 0);
             if changed && now - self.last_checkpoint >= self.shared.config.checkpoint_interval {
                 self.checkpoint();
             }
@@ -313,6 +636,7 @@ impl Drain {
 
     fn take_all(&mut self) -> bool {
         let closed = self.shared.config.on_failure == OnFailure::FailClosed;
+        let pair = self.shared.config.durability == Durability::Async;
         let mut took = false;
         self.backlog = false;
         let Drain {
@@ -328,41 +652,55 @@ impl Drain {
             if closed && !c.out.is_empty() {
                 continue;
             }
-            let Chain {
-                consumer,
-                out,
-                next_seq,
-                head,
-                out_base,
-                out_entries,
-                out_records,
-                ..
-            } = c;
-            loop {
-                if out.len() >= ROUND_BYTES_MAX {
-                    *backlog = true;
-                    break;
-                }
-                // Each entry is masked and framed straight from the ring
-                // into the chain's pending bytes: no copy in between.
-                let got = consumer.pop(|entry| {
-                    if out_base.is_none() {
-                        *out_base = Some((*next_seq, *head));
+            let mut entries = 0;
+            {
+                let Chain {
+                    consumer,
+                    out,
+                    next_seq,
+                    head,
+                    out_base,
+                    out_records,
+                    pairing,
+                    ..
+                } = c;
+                let mut f = Framer {
+                    out,
+                    next_seq,
+                    head,
+                    out_base,
+                    records: out_records,
+                };
+                loop {
+                    if f.out.len() >= ROUND_BYTES_MAX {
+                        *backlog = true;
+                        break;
                     }
-                    *head = segment::frame_with(out, *next_seq, head, |out| {
-                        masked_body(masker, scratch, i, entry, out)
-                    });
-                    *next_seq += 1;
-                });
-                if !got {
-                    break;
+                    // Each entry is masked and framed straight from the
+                    // ring into the chain's pending bytes (or held for its
+                    // reply): no copy in between.
+                    let got =
+                        consumer.pop(|entry| pairing.take(&mut f, masker, scratch, i, entry, pair));
+                    if !got {
+                        break;
+                    }
+                    entries += 1;
                 }
+            }
+            if entries > 0 {
                 took = true;
-                *out_entries += 1;
-                *out_records += 1;
+                c.out_entries += entries;
             }
         }
         took
+    }
+
+    /// Writes every command still waiting for its reply.
+    fn flush_held(&mut self, status: Status) {
+        for c in &mut self.chains {
+            let (mut f, pairing) = c.parts();
+            pairing.flush(&mut f, status);
+        }
     }
 
     /// Frames `body` as the next record of `chain`.
@@ -508,7 +846,9 @@ impl Drain {
 
     /// Signs the heads of every chain into a checkpoint on every chain.
     fn checkpoint(&mut self) {
-        // Everything framed so far goes first, so the heads are on disk.
+        // Everything taken so far goes first, so the heads are on disk and
+        // cover every command taken.
+        self.flush_held(Status::Unknown);
         self.write_all();
         if self.failure.is_some() {
             return;
@@ -636,6 +976,20 @@ pub fn masked_body(
     entry: &[u8],
     out: &mut Vec<u8>,
 ) {
+    masked_body_at(masker, s, chain, entry, out);
+}
+
+/// [`masked_body`], returning the offset of the body's `code` field from
+/// the body's start (`None` when the entry could not be decoded and a
+/// `recovery` body was appended instead).
+fn masked_body_at(
+    masker: &Masker,
+    s: &mut Scratch,
+    chain: usize,
+    entry: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let start = out.len();
     let r = match Record::decode(entry) {
         Ok(r) => r,
         Err(e) => {
@@ -651,7 +1005,7 @@ pub fn masked_body(
             Encoder::append(out, &head, &Context::none())
                 .rule(b"")
                 .finish(b"", b"", detail.as_bytes());
-            return;
+            return None;
         }
     };
     let mut e = Encoder::append_raw(out, &entry[..r.context_end], 0).rule(r.rule);
@@ -688,11 +1042,13 @@ pub fn masked_body(
             e = e.arg_with(|out| mask(masker, a, out, &mut s.spans));
         }
     }
+    let reply_at = e.position() - start;
     e.finish_with(
         r.code,
         |out| mask(masker, r.excerpt, out, &mut s.spans),
         r.detail,
     );
+    Some(reply_at)
 }
 
 fn mask(masker: &Masker, input: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Span>) {

@@ -69,6 +69,12 @@ fn command_text(r: &Record<'_>) -> String {
     r.args.iter().map(text).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether `r` carries a reply summary: a reply record, or a command
+/// record written with its reply.
+fn has_summary(r: &Record<'_>) -> bool {
+    r.kind == Kind::Reply || matches!(r.status, Status::Ok | Status::Error)
+}
+
 fn failed(r: &Record<'_>) -> bool {
     matches!(r.kind, Kind::AuthFail | Kind::Block | Kind::ApprovalDenied)
         || r.status == Status::Error
@@ -151,10 +157,24 @@ pub fn ocsf(item: &Item, r: &Record<'_>) -> Value {
     if let Some(d) = r.decision {
         m.insert("disposition".into(), d.name().into());
     }
-    if r.kind == Kind::Reply {
+    if has_summary(r) {
+        // The reply summary: OCSF's response status and duration (ms), the
+        // rest unmapped.
+        if !r.code.is_empty() {
+            m.insert("status_code".into(), text(r.code).into());
+        }
+        if !r.excerpt.is_empty() {
+            m.insert("status_detail".into(), text(r.excerpt).into());
+        }
+        m.insert("duration".into(), (r.latency_us / 1000).into());
         m.insert(
             "unmapped".into(),
             json!({"cmd_no": r.cmd_no, "status": r.status.name(), "code": text(r.code), "count": r.count, "excerpt": text(r.excerpt), "latency_us": r.latency_us}),
+        );
+    } else if matches!(r.status, Status::NoReply | Status::Unknown) {
+        m.insert(
+            "unmapped".into(),
+            json!({"cmd_no": r.cmd_no, "status": r.status.name()}),
         );
     }
     if !r.detail.is_empty() && r.kind != Kind::Checkpoint {
@@ -242,13 +262,17 @@ pub fn cef(item: &Item, r: &Record<'_>) -> String {
     if !r.args.is_empty() {
         ext.push(("request", command_text(r)));
     }
-    if r.kind == Kind::Reply {
+    if has_summary(r) {
         ext.push(("outcome", r.status.name().into()));
         ext.push(("cn1Label", "count".into()));
         ext.push(("cn1", r.count.to_string()));
+        ext.push(("cn2Label", "latency_us".into()));
+        ext.push(("cn2", r.latency_us.to_string()));
         if !r.code.is_empty() {
             ext.push(("reason", text(r.code)));
         }
+    } else if matches!(r.status, Status::NoReply | Status::Unknown) {
+        ext.push(("outcome", r.status.name().into()));
     }
     if !r.detail.is_empty() && r.kind != Kind::Checkpoint {
         ext.push(("msg", text(r.detail)));

@@ -10,11 +10,11 @@
 //! # Body layout (little-endian)
 //!
 //! ```text
-//! 0   u8   version (1)
+//! 0   u8   version (2; 1 is still read)
 //! 1   u8   kind            (Kind)
 //! 2   u8   protocol        (0 none, 1 redis, 2 postgres)
 //! 3   u8   decision        (0 none, 1 allow, 2 block, 3 approve)
-//! 4   u8   status          (0 none, 1 ok, 2 error, 3 no reply)
+//! 4   u8   status          (0 none, 1 ok, 2 error, 3 no reply, 4 unknown)
 //! 5   u8   flags           (bit 0: args hold one raw RESP command)
 //! 6   u16  shard
 //! 8   u64  time_ns         (Unix epoch)
@@ -39,11 +39,28 @@
 //! The six identity and connection fields are the same for every record of
 //! a session, so a session encodes them once ([`Context`]) and each record
 //! copies them.
+//!
+//! # Versions
+//!
+//! Version 2 (written now) has the same layout as version 1; what differs is
+//! what the trail holds. Under `durability = "async"` the drain writes one
+//! `command` (or `block`, `approval_requested`) record per command that also
+//! carries its reply summary: `status`, `code`, `count` (reply rows or bytes),
+//! `excerpt` and `latency_us`; a PostgreSQL Execute's bound parameter count
+//! moves to its `detail`. A `reply` record is written only for a reply whose
+//! command record was already written without it (status `unknown`: a
+//! checkpoint, a rotation or the per-session bound came first), for further
+//! results of one simple Query (`SELECT 1; SELECT 2`), and under
+//! `durability = "sync"`, where a command is written before its reply comes
+//! (see `drain.rs`). Version 1 trails always hold a separate `reply` record per
+//! reply; readers accept both.
 
 use std::fmt;
 
 /// Encoding version written in every body.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// Oldest version still read.
+pub const VERSION_MIN: u8 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_BYTES: usize = 48;
 /// Flag: `args` holds one raw RESP command (possibly cut short), to be
@@ -74,7 +91,8 @@ pub enum Kind {
     ApprovalDenied = 8,
     /// The session ended.
     SessionEnd = 9,
-    /// The reply to a command (status, size, masked excerpt).
+    /// The reply to a command whose record was written without it
+    /// (status, size, masked excerpt); see the module docs.
     Reply = 10,
     /// Signed heads of every chain.
     Checkpoint = 11,
@@ -175,15 +193,20 @@ impl Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum Status {
-    /// Not a reply record.
+    /// No reply summary: not a command or reply record, or a command
+    /// record written before its reply came under `durability = "sync"`.
     #[default]
     None = 0,
     /// Success.
     Ok = 1,
     /// An error reply.
     Error = 2,
-    /// The session ended before the reply came.
+    /// The session (or the appliance) ended before the reply came.
     NoReply = 3,
+    /// The command record was written before its reply came (a checkpoint,
+    /// a segment rotation or too many commands waiting); the reply, if
+    /// one comes, is a `reply` record with the same `cmd_no`.
+    Unknown = 4,
 }
 
 impl Status {
@@ -194,6 +217,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Error => "error",
             Status::NoReply => "no_reply",
+            Status::Unknown => "unknown",
         }
     }
 
@@ -203,6 +227,7 @@ impl Status {
             1 => Status::Ok,
             2 => Status::Error,
             3 => Status::NoReply,
+            4 => Status::Unknown,
             _ => return Err(DecodeError::BadValue("status")),
         })
     }
@@ -441,7 +466,7 @@ impl<'a> Record<'a> {
         if body.len() < HEADER_BYTES {
             return Err(DecodeError::Short("header"));
         }
-        if body[0] != VERSION {
+        if !(VERSION_MIN..=VERSION).contains(&body[0]) {
             return Err(DecodeError::Version(body[0]));
         }
         let kind = Kind::from_u8(body[1]).ok_or(DecodeError::BadValue("kind"))?;
@@ -488,6 +513,47 @@ impl<'a> Record<'a> {
         }
         Ok(rec)
     }
+}
+
+/// Offset of the `code` field in a body whose `code`, `excerpt` and
+/// `detail` are as given: the reply summary of a command is written from
+/// there on.
+pub fn reply_fields_at(body_len: usize, r: &Record<'_>) -> usize {
+    body_len - (2 + r.code.len() + 4 + r.excerpt.len() + 4 + r.detail.len())
+}
+
+/// A command's body `command` (up to `reply_at`, see [`reply_fields_at`])
+/// with its reply summary, appended to `out`: the header's status, latency
+/// and count are set, then the code, the excerpt and the detail that
+/// `excerpt` and `detail` append.
+pub fn append_with_reply(
+    out: &mut Vec<u8>,
+    command: &[u8],
+    reply_at: usize,
+    summary: (Status, u64, u64, &[u8]),
+    excerpt: impl FnOnce(&mut Vec<u8>),
+    detail: impl FnOnce(&mut Vec<u8>),
+) {
+    let (status, latency_us, count, code) = summary;
+    let base = out.len();
+    out.extend_from_slice(&command[..reply_at]);
+    out[base] = VERSION;
+    out[base + 4] = status as u8;
+    out[base + 32..base + 40].copy_from_slice(&latency_us.to_le_bytes());
+    out[base + 40..base + 48].copy_from_slice(&count.to_le_bytes());
+    put16(out, code);
+    put32_with(out, excerpt);
+    put32_with(out, detail);
+}
+
+/// The kind, session and command number of an encoded body, without
+/// decoding the rest.
+#[inline]
+pub fn peek(body: &[u8]) -> Option<(Kind, u64, u64)> {
+    if body.len() < HEADER_BYTES || !(VERSION_MIN..=VERSION).contains(&body[0]) {
+        return None;
+    }
+    Some((Kind::from_u8(body[1])?, u64_at(body, 16), u64_at(body, 24)))
 }
 
 /// The per-session fields, encoded once per session (and again when the
@@ -653,6 +719,12 @@ impl<'b> Encoder<'b> {
             args_at: 0,
             args: 0,
         }
+    }
+
+    /// Bytes the buffer holds so far.
+    #[inline]
+    pub fn position(&self) -> usize {
+        self.out.len()
     }
 
     /// The rule id; starts the argument list.

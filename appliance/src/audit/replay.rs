@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! 2026-11-30T06:15:54.123Z  session 0001000000000003 start  alice [ops,dev] from 127.0.0.1:51000 to cache (redis)
-//! 2026-11-30T06:15:54.124Z  #1 > SET "k" "v"  [allow]
-//! 2026-11-30T06:15:54.125Z  #1 < ok 5 bytes 80us  +OK
+//! 2026-11-30T06:15:54.124Z  #1 > SET "k" "v"  [allow]  < ok 5 bytes 80us  +OK
 //! 2026-11-30T06:15:54.200Z  session end (client closed), 1 commands
 //! ```
+//!
+//! A command's line ends with its reply summary when its record carries
+//! one; a reply written on its own (version 1 trails, `durability =
+//! "sync"`, see `record.rs`) has a `#n <` line of its own.
 //!
 //! `--follow` keeps reading as the appliance writes, until the session ends.
 
@@ -14,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::reader::Merged;
-use super::record::{Kind, Proto, Record};
+use super::record::{Kind, Proto, Record, Status};
 use super::search::{rfc3339, session_text};
 
 /// How often `--follow` looks for new records.
@@ -84,25 +87,8 @@ pub fn line(r: &Record<'_>) -> String {
             );
         }
         Kind::Reply => {
-            let unit = if r.protocol == Proto::Postgres {
-                "rows"
-            } else {
-                "bytes"
-            };
-            let _ = write!(
-                s,
-                "#{} < {} {} {unit} {}us",
-                r.cmd_no,
-                r.status.name(),
-                r.count,
-                r.latency_us
-            );
-            if !r.code.is_empty() {
-                let _ = write!(s, " {}", show(r.code, false));
-            }
-            if !r.excerpt.is_empty() {
-                let _ = write!(s, "  {}", show(r.excerpt, false));
-            }
+            let _ = write!(s, "#{} ", r.cmd_no);
+            reply_summary(&mut s, r);
         }
         _ => {
             let args: Vec<String> = r.args.iter().map(|a| show(a, true)).collect();
@@ -123,9 +109,40 @@ pub fn line(r: &Record<'_>) -> String {
             if !r.detail.is_empty() {
                 let _ = write!(s, "  ({})", show(r.detail, false));
             }
+            if r.status != Status::None {
+                s.push_str("  ");
+                reply_summary(&mut s, r);
+            }
         }
     }
     s
+}
+
+/// `< ok 5 bytes 80us  +OK`, or `< no_reply` for a command written
+/// without its reply.
+fn reply_summary(s: &mut String, r: &Record<'_>) {
+    if matches!(r.status, Status::NoReply | Status::Unknown) {
+        let _ = write!(s, "< {}", r.status.name());
+        return;
+    }
+    let unit = if r.protocol == Proto::Postgres {
+        "rows"
+    } else {
+        "bytes"
+    };
+    let _ = write!(
+        s,
+        "< {} {} {unit} {}us",
+        r.status.name(),
+        r.count,
+        r.latency_us
+    );
+    if !r.code.is_empty() {
+        let _ = write!(s, " {}", show(r.code, false));
+    }
+    if !r.excerpt.is_empty() {
+        let _ = write!(s, "  {}", show(r.excerpt, false));
+    }
 }
 
 /// Printable form: ASCII as is (quoted when asked and when it has spaces

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::checkpoint;
 use super::reader::{Item, Merged};
-use super::record::{Decision, Kind, Record};
+use super::record::{Decision, Kind, Record, Status};
 
 /// Filters; every one given must match.
 #[derive(Debug, Default, Clone)]
@@ -137,18 +137,24 @@ pub fn to_json(item: &Item, r: &Record<'_>) -> Value {
             r.args.iter().map(text).collect::<Vec<_>>().into(),
         );
     }
-    if r.kind == Kind::Reply {
+    // A reply summary: a reply record, or a command record that carries
+    // its reply (see `record.rs`).
+    if r.kind == Kind::Reply || r.status != Status::None {
         m.insert("status".into(), r.status.name().into());
-        m.insert("latency_us".into(), r.latency_us.into());
-        m.insert("excerpt".into(), text(r.excerpt).into());
-        let unit = if r.protocol == super::record::Proto::Postgres {
-            "rows"
-        } else {
-            "bytes"
-        };
-        m.insert(unit.into(), r.count.into());
-    }
-    if r.kind == Kind::Command && r.protocol == super::record::Proto::Postgres && r.count > 0 {
+        if !matches!(r.status, Status::NoReply | Status::Unknown) {
+            m.insert("latency_us".into(), r.latency_us.into());
+            m.insert("excerpt".into(), text(r.excerpt).into());
+            let unit = if r.protocol == super::record::Proto::Postgres {
+                "rows"
+            } else {
+                "bytes"
+            };
+            m.insert(unit.into(), r.count.into());
+        }
+    } else if r.kind == Kind::Command && r.protocol == super::record::Proto::Postgres && r.count > 0
+    {
+        // A command written before its reply keeps its bound parameter
+        // count in `count`.
         m.insert("parameters".into(), r.count.into());
     }
     if r.kind == Kind::SessionEnd {

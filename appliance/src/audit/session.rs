@@ -15,14 +15,15 @@
 //!   argument cut to [`ARG_BYTES_MAX`](super::ARG_BYTES_MAX), all of them to
 //!   [`COMMAND_BYTES_MAX`](super::COMMAND_BYTES_MAX)), except that the
 //!   password of `AUTH` and `HELLO ... AUTH` is replaced by `****` here,
-//!   before the record is built. One `reply` record per command, matched
+//!   before the record is built. One `reply` entry per command, matched
 //!   in order (Redis answers in order): status, error code, bytes, and the
-//!   first `record_reply_bytes` of the reply.
+//!   first `record_reply_bytes` of the reply. The drain writes the two as
+//!   one record (see `drain.rs`): the shard only pushes cheap entries.
 //! - PostgreSQL: one `command` record per Query (its SQL) and per Execute
 //!   (the SQL of the statement its portal was bound to, detail `extended
 //!   protocol`, the number of bound parameters in `count`; their values are
 //!   not recorded). Parse and Bind are
-//!   not recorded on their own. One `reply` record per CommandComplete,
+//!   not recorded on their own. One `reply` entry per CommandComplete,
 //!   EmptyQueryResponse, PortalSuspended or ErrorResponse: the command tag
 //!   or SQLSTATE, the rows, and the first `record_reply_bytes` of the row
 //!   values (tab-separated) or of the error message. Password messages are

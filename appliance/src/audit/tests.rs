@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::drain::Drain;
-use super::record::{Context, Decision, Encoder, FLAG_RAW_RESP, Head, Kind, Proto};
+use super::record::{Context, Decision, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Status};
 use super::{AuditConfig, AuditShared, ShardAudit, default_masker, ring, segment, sign, verify};
 use crate::metrics::AuditMetrics;
 
@@ -26,8 +26,19 @@ fn config(dir: &Path, key: &Path) -> AuditConfig {
 }
 
 fn open(dir: &Path, key: &Path, shards: usize) -> (Drain, Vec<ShardAudit>, Arc<AuditShared>) {
+    open_with(dir, key, shards, |_| {})
+}
+
+fn open_with(
+    dir: &Path,
+    key: &Path,
+    shards: usize,
+    tune: impl FnOnce(&mut AuditConfig),
+) -> (Drain, Vec<ShardAudit>, Arc<AuditShared>) {
+    let mut config = config(dir, key);
+    tune(&mut config);
     let shared = Arc::new(AuditShared::new(
-        config(dir, key),
+        config,
         shards,
         Arc::new(AuditMetrics::new(shards)),
     ));
@@ -48,6 +59,10 @@ fn open(dir: &Path, key: &Path, shards: usize) -> (Drain, Vec<ShardAudit>, Arc<A
 }
 
 fn command(a: &ShardAudit, i: u64) {
+    command_in(a, 1, i);
+}
+
+fn command_in(a: &ShardAudit, session: u64, i: u64) {
     let ctx = Context::new(b"alice", &["ops"], b"idp", b"jti", b"127.0.0.1:1", b"cache");
     let head = Head {
         kind: Some(Kind::Command),
@@ -56,7 +71,7 @@ fn command(a: &ShardAudit, i: u64) {
         flags: FLAG_RAW_RESP,
         shard: a.shard,
         time_ns: super::record::now_ns(),
-        session: 1,
+        session,
         cmd_no: i,
         ..Head::default()
     };
@@ -71,7 +86,48 @@ fn command(a: &ShardAudit, i: u64) {
     });
 }
 
-/// Two shards, a few hundred records each, several segments each.
+/// The reply to command `i` of `session`, its excerpt holding a card number.
+fn reply(a: &ShardAudit, session: u64, i: u64) {
+    let ctx = Context::new(b"alice", &["ops"], b"idp", b"jti", b"127.0.0.1:1", b"cache");
+    let head = Head {
+        kind: Some(Kind::Reply),
+        protocol: Proto::Redis,
+        status: Status::Ok,
+        shard: a.shard,
+        time_ns: super::record::now_ns(),
+        session,
+        cmd_no: i,
+        latency_us: 70 + i,
+        count: 26,
+        ..Head::default()
+    };
+    let mut excerpt = b"$19\r\n".to_vec();
+    excerpt.extend_from_slice(CARD);
+    a.emit(|out| {
+        Encoder::start(out, &head, &ctx)
+            .rule(b"")
+            .finish(b"", &excerpt, b"")
+    });
+}
+
+fn end(a: &ShardAudit, session: u64) {
+    let head = Head {
+        kind: Some(Kind::SessionEnd),
+        protocol: Proto::Redis,
+        shard: a.shard,
+        time_ns: super::record::now_ns(),
+        session,
+        ..Head::default()
+    };
+    a.emit(|out| {
+        Encoder::start(out, &head, &Context::none())
+            .rule(b"")
+            .finish(b"", b"", b"client closed")
+    });
+}
+
+/// Two shards, a few hundred commands and their replies each, several
+/// segments each.
 fn build() -> Trail {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("trail");
@@ -79,6 +135,7 @@ fn build() -> Trail {
     let (mut drain, ends, _) = open(&dir, &key, 2);
     for i in 0..600 {
         command(&ends[(i % 2) as usize], i);
+        reply(&ends[(i % 2) as usize], 1, i);
         if i % 50 == 0 {
             drain.round();
         }
@@ -283,4 +340,180 @@ fn retention_removes_old_sealed_segments_and_says_so() {
     super::export::export(&t.dir, super::export::Format::Json, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains(r#""kind":"retention""#), "{text}");
+}
+
+/// Every record under `dir`, as JSON lines.
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    super::search::search(dir, &super::search::Filter::default(), &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn session_records(dir: &Path, session: u64) -> Vec<serde_json::Value> {
+    let id = super::search::session_text(session);
+    records(dir)
+        .into_iter()
+        .filter(|r| r["session"] == id.as_str())
+        .collect()
+}
+
+fn summary(r: &serde_json::Value) -> String {
+    format!(
+        "{} {} {}",
+        r["kind"].as_str().unwrap_or(""),
+        r["cmd_no"].as_u64().unwrap_or(0),
+        r["status"].as_str().unwrap_or("-")
+    )
+}
+
+#[test]
+fn a_command_and_its_reply_are_one_record_pipelines_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, key) = (tmp.path().join("trail"), tmp.path().join("k"));
+    let (mut drain, ends, _) = open(&dir, &key, 1);
+    // One command, then a pipeline of three whose replies come after all
+    // of them, across drain rounds; another session interleaved.
+    command_in(&ends[0], 7, 1);
+    reply(&ends[0], 7, 1);
+    command_in(&ends[0], 7, 2);
+    command_in(&ends[0], 7, 3);
+    command_in(&ends[0], 8, 1);
+    drain.round();
+    command_in(&ends[0], 7, 4);
+    reply(&ends[0], 7, 2);
+    reply(&ends[0], 8, 1);
+    drain.round();
+    reply(&ends[0], 7, 3);
+    reply(&ends[0], 7, 4);
+    end(&ends[0], 7);
+    end(&ends[0], 8);
+    drain.round();
+    drain.close();
+    verify::verify(&dir, Some(sign::SigningKey::load(&key).unwrap().public())).unwrap();
+    let got: Vec<String> = session_records(&dir, 7).iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            "command 1 ok",
+            "command 2 ok",
+            "command 3 ok",
+            "command 4 ok",
+            "session_end 0 -"
+        ]
+    );
+    let r = &session_records(&dir, 7)[2];
+    assert_eq!(r["command"], serde_json::json!(["SET", "key:3", "****"]));
+    assert_eq!(r["latency_us"], 73);
+    assert_eq!(r["bytes"], 26);
+    assert_eq!(r["excerpt"], "$19\r\n****");
+    let got: Vec<String> = session_records(&dir, 8).iter().map(summary).collect();
+    assert_eq!(got, ["command 1 ok", "session_end 0 -"]);
+    // No reply records are left, and nothing holds the card number.
+    assert!(records(&dir).iter().all(|r| r["kind"] != "reply"));
+    for f in segments(&dir, 0) {
+        let b = std::fs::read(f).unwrap();
+        assert!(!b.windows(CARD.len()).any(|w| w == CARD));
+    }
+}
+
+#[test]
+fn commands_without_replies_are_written_never_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, key) = (tmp.path().join("trail"), tmp.path().join("k"));
+    let (mut drain, ends, _) = open(&dir, &key, 1);
+    // Session 1 ends with two commands unanswered; session 2's command 1
+    // gets no reply before command 2's (a reply the appliance answered
+    // itself); session 3 is still waiting at shutdown.
+    command_in(&ends[0], 1, 1);
+    command_in(&ends[0], 1, 2);
+    end(&ends[0], 1);
+    command_in(&ends[0], 2, 1);
+    command_in(&ends[0], 2, 2);
+    reply(&ends[0], 2, 2);
+    command_in(&ends[0], 3, 1);
+    drain.round();
+    drain.close();
+    verify::verify(&dir, None).unwrap();
+    let s = |n| -> Vec<String> { session_records(&dir, n).iter().map(summary).collect() };
+    assert_eq!(
+        s(1),
+        [
+            "command 1 no_reply",
+            "command 2 no_reply",
+            "session_end 0 -"
+        ]
+    );
+    assert_eq!(s(2), ["command 1 no_reply", "command 2 ok"]);
+    assert_eq!(s(3), ["command 1 no_reply"]);
+}
+
+#[test]
+fn a_checkpoint_writes_waiting_commands_and_their_replies_follow_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, key) = (tmp.path().join("trail"), tmp.path().join("k"));
+    let (mut drain, ends, _) = open_with(&dir, &key, 1, |c| {
+        c.checkpoint_interval = std::time::Duration::ZERO;
+    });
+    command_in(&ends[0], 4, 1);
+    drain.round();
+    reply(&ends[0], 4, 1);
+    drain.round();
+    drain.close();
+    verify::verify(&dir, None).unwrap();
+    let got: Vec<String> = session_records(&dir, 4).iter().map(summary).collect();
+    assert_eq!(got, ["command 1 unknown", "reply 1 ok"]);
+}
+
+#[test]
+fn a_session_with_too_many_commands_waiting_writes_the_oldest() {
+    use super::drain::HELD_PER_SESSION_MAX;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, key) = (tmp.path().join("trail"), tmp.path().join("k"));
+    let (mut drain, ends, _) = open_with(&dir, &key, 1, |c| c.ring_bytes = 4 << 20);
+    let n = HELD_PER_SESSION_MAX as u64 + 2;
+    for i in 1..=n {
+        command_in(&ends[0], 5, i);
+    }
+    drain.round();
+    for i in 1..=n {
+        reply(&ends[0], 5, i);
+    }
+    end(&ends[0], 5);
+    drain.round();
+    drain.close();
+    let got: Vec<String> = session_records(&dir, 5).iter().map(summary).collect();
+    assert_eq!(got.len() as u64, n + 2 + 1, "{got:?}");
+    assert_eq!(
+        got[..5],
+        [
+            "command 1 unknown",
+            "command 2 unknown",
+            "reply 1 ok",
+            "reply 2 ok",
+            "command 3 ok"
+        ]
+    );
+    assert_eq!(got[got.len() - 1], "session_end 0 -");
+}
+
+#[test]
+fn under_sync_durability_commands_are_written_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, key) = (tmp.path().join("trail"), tmp.path().join("k"));
+    let (mut drain, ends, shared) = open_with(&dir, &key, 1, |c| {
+        c.durability = super::Durability::Sync;
+    });
+    command_in(&ends[0], 6, 1);
+    drain.round();
+    // The command is durable before any reply exists.
+    assert!(shared.durable[0].load(std::sync::atomic::Ordering::Acquire) >= 1);
+    reply(&ends[0], 6, 1);
+    drain.round();
+    drain.close();
+    let got: Vec<String> = session_records(&dir, 6).iter().map(summary).collect();
+    assert_eq!(got, ["command 1 -", "reply 1 ok"]);
 }
