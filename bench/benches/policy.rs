@@ -102,9 +102,9 @@ fn encoded(args: &[&str]) -> (Vec<u8>, CommandHead) {
 fn decide(g: &RedisGate, frame: &[u8], head: &CommandHead) -> bool {
     match g.check_head(frame, head) {
         Gate::Pass => true,
-        Gate::NeedFrame => {
+        Gate::NeedFrame(id) => {
             matches!(
-                g.check_args(&FrameArgs::parse(frame).expect("frame")),
+                g.check_frame(id, &FrameArgs::parse(frame).expect("frame")),
                 Gate::Pass
             )
         }

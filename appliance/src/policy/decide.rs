@@ -204,7 +204,7 @@ impl Fast {
             by_id: vec![[0; FAST_WORDS]; table.len()].into_boxed_slice(),
             keyless: [0; FAST_WORDS],
             refusing: [0; FAST_WORDS],
-            rule_of: Vec::with_capacity(globs).into_boxed_slice(),
+            rule_of: Box::default(),
             first_byte: Box::new([[0; FAST_WORDS]; 256]),
             last_byte: Box::new([[0; FAST_WORDS]; 256]),
         });

@@ -21,7 +21,7 @@ use custos_parsers::resp::CommandHead;
 use tracing::info;
 
 use super::decide::{Decision, RedisRules, Verdict, unknown_names};
-use super::redis::{Args, CommandTable, FrameArgs};
+use super::redis::{Args, CommandId, CommandTable, FrameArgs};
 use super::state::{PolicyState, ShardPolicy};
 use super::{Action, DEFAULT_RULE_ID};
 use crate::identity::Identity;
@@ -38,9 +38,9 @@ pub const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previ
 pub enum Gate {
     /// Forward it.
     Pass,
-    /// A rule looks at keys: call [`RedisGate::check_args`] with the whole
-    /// command.
-    NeedFrame,
+    /// A rule looks at keys: call [`RedisGate::check_frame`] with this
+    /// command id and the whole command.
+    NeedFrame(CommandId),
     /// Do not forward it; send `carrier` to the store instead and answer the
     /// client with `reply` in place of the carrier's reply.
     Answer {
@@ -162,7 +162,7 @@ impl RedisGate {
             match table.lookup(name, sub) {
                 Some(id) => match rules.decide_id(id) {
                     Verdict::Decided(d) => d,
-                    Verdict::NeedArgs => return Gate::NeedFrame,
+                    Verdict::NeedArgs => return Gate::NeedFrame(id),
                 },
                 None => {
                     let (mut n, mut f) = ([0u8; 64], [0u8; 129]);
@@ -185,6 +185,18 @@ impl RedisGate {
             return g;
         }
         let d = self.rules.borrow().decide(&self.table.borrow(), args);
+        let sub = (args.count() > 1).then(|| args.arg(1));
+        self.apply(d, args.arg(0), sub)
+    }
+
+    /// Decides the command [`RedisGate::check_head`] answered
+    /// [`Gate::NeedFrame`] for, from all its arguments: the look-up and the
+    /// checks of the head are not repeated.
+    pub fn check_frame<A: Args + ?Sized>(&self, id: CommandId, args: &A) -> Gate {
+        let d = self
+            .rules
+            .borrow()
+            .decide_with_args(&self.table.borrow(), id, args);
         let sub = (args.count() > 1).then(|| args.arg(1));
         self.apply(d, args.arg(0), sub)
     }

@@ -520,7 +520,7 @@ fn through_gate(g: &RedisGate, line: &str) -> Gate {
         panic!("{line}")
     };
     match g.check_head(&frame, &h) {
-        Gate::NeedFrame => g.check_args(&FrameArgs::parse(&frame).unwrap()),
+        Gate::NeedFrame(id) => g.check_frame(id, &FrameArgs::parse(&frame).unwrap()),
         other => other,
     }
 }
@@ -663,7 +663,7 @@ fn deciding_a_command_does_not_allocate() {
         .collect();
     // Warm up (first use compiles nothing, but be fair to lazy statics).
     let decide = |f: &[u8], h| match g.check_head(f, h) {
-        Gate::NeedFrame => g.check_args(&FrameArgs::parse(f).unwrap()),
+        Gate::NeedFrame(id) => g.check_frame(id, &FrameArgs::parse(f).unwrap()),
         other => other,
     };
     for (f, h) in lines.iter().zip(&heads) {

@@ -887,9 +887,9 @@ async fn client_side(
                 HeadStatus::Multibulk(h) => {
                     // Policy hook: decide before any byte of the command moves.
                     let gate = match s.gate.check_head(data, &h) {
-                        Gate::NeedFrame => match resp::check(data, &limits) {
+                        Gate::NeedFrame(id) => match resp::check(data, &limits) {
                             Ok(Some(len)) => match FrameArgs::parse(&data[..len]) {
-                                Some(args) => s.gate.check_args(&args),
+                                Some(args) => s.gate.check_frame(id, &args),
                                 None => s
                                     .gate
                                     .refuse_uninspectable(h.arg(data, 0).unwrap_or_default()),
