@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use custos_parsers::pgwire::{backend, frontend};
-use custos_parsers::resp::{Limits, Scanner};
+use custos_parsers::resp::{self, Limits, Scanner};
 
 use super::record::{Context, Decision, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Status, now_ns};
 use super::{COMMAND_BYTES_MAX, ShardAudit};
@@ -715,12 +715,7 @@ pub struct Arg {
 /// keeps what is there and its declared length.
 pub fn split_resp(raw: &[u8], out: &mut Vec<Arg>) -> usize {
     out.clear();
-    let line = |at: usize| -> Option<(i64, usize)> {
-        let rest = raw.get(at..)?;
-        let end = crlf(rest)?;
-        let n = parse_i64(rest.get(1..end)?)?;
-        Some((n, at + end + 2))
-    };
+    let line = |at: usize| resp::length_line(raw, at).ok().flatten();
     if raw.first() != Some(&b'*') {
         return 0;
     }
@@ -748,75 +743,9 @@ pub fn split_resp(raw: &[u8], out: &mut Vec<Arg>) -> usize {
     argc
 }
 
-/// Where the first `\r\n` of `b` starts.
-#[inline]
-fn crlf(b: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    loop {
-        let at = from + memchr::memchr(b'\r', &b[from..])?;
-        if b.get(at + 1) == Some(&b'\n') {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-}
-
-/// A decimal `i64` as `str::parse` reads it (an optional sign, then
-/// digits), without the UTF-8 check.
-#[inline]
-fn parse_i64(b: &[u8]) -> Option<i64> {
-    let (neg, digits) = match b {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        _ => (false, b),
-    };
-    if digits.is_empty() {
-        return None;
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = (d - b'0') as i64;
-        n = n.checked_mul(10).and_then(|n| {
-            if neg {
-                n.checked_sub(d)
-            } else {
-                n.checked_add(d)
-            }
-        })?;
-    }
-    Some(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_parse_as_str_parse_does() {
-        for t in [
-            "0",
-            "12",
-            "-3",
-            "+4",
-            "",
-            "-",
-            "+",
-            "1a",
-            " 1",
-            "9223372036854775807",
-            "9223372036854775808",
-            "-9223372036854775808",
-            "-9223372036854775809",
-            "٣",
-        ] {
-            assert_eq!(parse_i64(t.as_bytes()), t.parse::<i64>().ok(), "{t:?}");
-        }
-        assert_eq!(crlf(b"ab\rc\r\n"), Some(4));
-        assert_eq!(crlf(b"ab\r"), None);
-    }
 
     #[test]
     fn resp_is_split_even_when_cut_short() {

@@ -65,6 +65,19 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<usize>, Error> {
     Ok(scan.complete.then_some(scan.consumed))
 }
 
+/// Reads the length line of the header at `buf[at]` (its type byte, `*` or
+/// `$` say, then the length and CRLF): the length (`-1` for null) and where
+/// the line ends. Canonical decimals only, as every frame check takes them.
+/// `Ok(None)` when the line is not wholly in `buf`.
+#[inline]
+pub fn length_line(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, Error> {
+    if at >= buf.len() {
+        return Ok(None);
+    }
+    let mut r = Reader::new(buf, at + 1);
+    Ok(r.length()?.map(|n| (n, r.pos())))
+}
+
 /// Parses one whole frame at the start of `buf` into views, with its length.
 /// `Ok(None)` when the frame is not wholly buffered yet.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, Error> {
@@ -285,6 +298,22 @@ mod tests {
 
     fn b(start: usize, end: usize) -> BufRef {
         BufRef::new(start, end)
+    }
+
+    #[test]
+    fn length_lines_read_as_frames_read_them() {
+        let raw = b"*2\r\n$3\r\nGET\r\n$-1\r\n$12345";
+        assert_eq!(length_line(raw, 0), Ok(Some((2, 4))));
+        assert_eq!(length_line(raw, 4), Ok(Some((3, 8))));
+        assert_eq!(length_line(raw, 13), Ok(Some((-1, 18))));
+        // Cut short, or nothing there.
+        assert_eq!(length_line(raw, 18), Ok(None));
+        assert_eq!(length_line(raw, raw.len()), Ok(None));
+        assert_eq!(length_line(raw, raw.len() + 5), Ok(None));
+        // Not canonical: refused as by every frame check.
+        assert_eq!(length_line(b"*03\r\n", 0), Err(Error::InvalidLength));
+        assert_eq!(length_line(b"*+3\r\n", 0), Err(Error::InvalidLength));
+        assert_eq!(length_line(b"*3\n", 0), Err(Error::MissingCrlf));
     }
 
     #[test]

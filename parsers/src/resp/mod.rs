@@ -31,6 +31,6 @@ pub use command::{
     CommandHead, HEAD_ARG_BYTES_MAX, HEAD_ARGS, HeadStatus, command_head, split_inline,
 };
 pub use error::Error;
-pub use frame::{Frame, check, parse};
+pub use frame::{Frame, check, length_line, parse};
 pub use limits::Limits;
 pub use scanner::{Scan, Scanner};

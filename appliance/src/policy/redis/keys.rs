@@ -4,6 +4,8 @@
 //! `XREAD ... STREAMS`' half of the rest) or a count read from the
 //! arguments (`EVAL script numkeys ...`).
 
+use custos_parsers::resp;
+
 /// The arguments of one command, the name at index 0.
 pub trait Args {
     /// Number of arguments, the name included.
@@ -241,45 +243,23 @@ impl<'a> FrameArgs<'a> {
     /// checked is whole and valid; `None` if it is not an array of bulk
     /// strings.
     pub fn parse(frame: &'a [u8]) -> Option<FrameArgs<'a>> {
-        /// The decimal number at `at`, up to its CRLF; at most nine digits
-        /// (the request limits are far below a billion).
-        fn number(buf: &[u8], at: &mut usize) -> Option<usize> {
-            let digits = &buf[*at..];
-            let end = memchr::memchr(b'\r', digits)?;
-            if end == 0 || end > 9 || digits.get(end + 1) != Some(&b'\n') {
-                return None;
-            }
-            let mut n = 0usize;
-            for &d in &digits[..end] {
-                if !d.is_ascii_digit() {
-                    return None;
-                }
-                n = n * 10 + usize::from(d - b'0');
-            }
-            *at += end + 2;
-            Some(n)
-        }
-        if frame.len() > u32::MAX as usize {
+        if frame.first() != Some(&b'*') || frame.len() > u32::MAX as usize {
             return None;
         }
-        let mut at = 1;
-        if frame.first() != Some(&b'*') {
-            return None;
-        }
-        let n = number(frame, &mut at)?;
+        let line = |at: usize| resp::length_line(frame, at).ok().flatten();
+        let (n, mut at) = line(0)?;
         let mut out = FrameArgs {
             buf: frame,
             inline: [(0, 0); FRAME_ARGS_INLINE],
             spill: Vec::new(),
             len: 0,
         };
-        for i in 0..n {
+        for i in 0..usize::try_from(n).ok()? {
             if frame.get(at) != Some(&b'$') {
                 return None;
             }
-            at += 1;
-            let len = number(frame, &mut at)?;
-            let span = (at, at.checked_add(len)?);
+            let (len, start) = line(at)?;
+            let span = (start, start.checked_add(usize::try_from(len).ok()?)?);
             if span.1 + 2 > frame.len() {
                 return None;
             }
