@@ -235,7 +235,7 @@ impl Pairing {
         body.clear();
         let Some(reply_at) = masked_body_at(masker, s, chain, entry, &mut body) else {
             f.frame(|out| out.extend_from_slice(&body));
-            self.recycle(body);
+            recycle(&mut self.spare, body);
             return;
         };
         let len_at = |at: usize, n: usize| {
@@ -258,9 +258,7 @@ impl Pairing {
         {
             self.held -= 1;
             unanswered(f, &old, Status::Unknown);
-            if self.spare.len() < SPARE_MAX {
-                self.spare.push(old.body);
-            }
+            recycle(&mut self.spare, old.body);
         }
         q.push_back(Waiting {
             cmd_no,
@@ -295,9 +293,7 @@ impl Pairing {
                 let w = q.pop_front().expect("a front");
                 self.held -= 1;
                 unanswered(f, &w, Status::NoReply);
-                if self.spare.len() < SPARE_MAX {
-                    self.spare.push(w.body);
-                }
+                recycle(&mut self.spare, w.body);
             }
             if q.front().is_some_and(|w| w.cmd_no == cmd_no) {
                 paired = q.pop_front();
@@ -326,7 +322,7 @@ impl Pairing {
                 f.frame(|out| masked_body(masker, s, chain, entry, out));
             }
         }
-        self.recycle(w.body);
+        recycle(&mut self.spare, w.body);
     }
 
     /// Session `session` ended: its waiting commands got no reply.
@@ -335,7 +331,7 @@ impl Pairing {
             for w in q {
                 self.held -= 1;
                 unanswered(f, &w, Status::NoReply);
-                self.recycle(w.body);
+                recycle(&mut self.spare, w.body);
             }
         }
     }
@@ -345,23 +341,20 @@ impl Pairing {
         if self.held == 0 {
             return;
         }
-        let mut spare = std::mem::take(&mut self.spare);
         for q in self.sessions.values_mut() {
             for w in q.drain(..) {
                 unanswered(f, &w, status);
-                if spare.len() < SPARE_MAX {
-                    spare.push(w.body);
-                }
+                recycle(&mut self.spare, w.body);
             }
         }
-        self.spare = spare;
         self.held = 0;
     }
+}
 
-    fn recycle(&mut self, body: Vec<u8>) {
-        if self.spare.len() < SPARE_MAX {
-            self.spare.push(body);
-        }
+/// Keeps a written command's buffer for the next one, up to [`SPARE_MAX`].
+fn recycle(spare: &mut Vec<Vec<u8>>, body: Vec<u8>) {
+    if spare.len() < SPARE_MAX {
+        spare.push(body);
     }
 }
 
