@@ -127,23 +127,36 @@ impl RedisGate {
             return true;
         }
         let sub = head.arg(buf, 1);
+        let d = match self.decide_head(name, sub) {
+            Ok(d) => d,
+            Err(id) => match FrameArgs::parse(buf) {
+                Some(args) => self
+                    .rules
+                    .borrow()
+                    .decide_with_args(&self.table.borrow(), id, &args),
+                None => return false,
+            },
+        };
+        d.action == Action::Allow && !transactional(name)
+    }
+
+    /// The decision for a command from its name and subcommand alone, or
+    /// the id of a known command that a rule with key globs must see whole.
+    #[inline]
+    fn decide_head(&self, name: &[u8], sub: Option<&[u8]>) -> Result<Decision, CommandId> {
         let table = self.table.borrow();
         let rules = self.rules.borrow();
-        let d = match table.lookup(name, sub) {
+        match table.lookup(name, sub) {
             Some(id) => match rules.decide_id(id) {
-                Verdict::Decided(d) => d,
-                Verdict::NeedArgs => match FrameArgs::parse(buf) {
-                    Some(args) => rules.decide_with_args(&table, id, &args),
-                    None => return false,
-                },
+                Verdict::Decided(d) => Ok(d),
+                Verdict::NeedArgs => Err(id),
             },
             None => {
                 let (mut n, mut f) = ([0u8; 64], [0u8; 129]);
                 let (n, f) = unknown_names(name, sub, &mut n, &mut f);
-                rules.decide_unknown(n, f)
+                Ok(rules.decide_unknown(n, f))
             }
-        };
-        d.action == Action::Allow && !transactional(name)
+        }
     }
 
     /// Decides the command whose first arguments are in `head` (views into
@@ -156,20 +169,9 @@ impl RedisGate {
             return g;
         }
         let sub = head.arg(buf, 1);
-        let d = {
-            let table = self.table.borrow();
-            let rules = self.rules.borrow();
-            match table.lookup(name, sub) {
-                Some(id) => match rules.decide_id(id) {
-                    Verdict::Decided(d) => d,
-                    Verdict::NeedArgs => return Gate::NeedFrame(id),
-                },
-                None => {
-                    let (mut n, mut f) = ([0u8; 64], [0u8; 129]);
-                    let (n, f) = unknown_names(name, sub, &mut n, &mut f);
-                    rules.decide_unknown(n, f)
-                }
-            }
+        let d = match self.decide_head(name, sub) {
+            Ok(d) => d,
+            Err(id) => return Gate::NeedFrame(id),
         };
         self.apply(d, name, sub)
     }
