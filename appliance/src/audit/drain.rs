@@ -227,7 +227,7 @@ impl Pairing {
             f.frame(|out| {
                 let at = out.len();
                 masked_body(masker, s, chain, entry, out);
-                out[at + 4] = Status::Unknown as u8;
+                out[at + record::offset::STATUS] = Status::Unknown as u8;
             });
             return;
         }
@@ -245,10 +245,8 @@ impl Pairing {
         };
         let excerpt_at = reply_at + 2 + len_at(reply_at, 2);
         let detail_at = excerpt_at + 4 + len_at(excerpt_at, 4) + 4;
-        let params = if body[2] == Proto::Postgres as u8 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&body[40..48]);
-            u64::from_le_bytes(w)
+        let params = if body[record::offset::PROTOCOL] == Proto::Postgres as u8 {
+            record::u64_at(&body, record::offset::COUNT)
         } else {
             0
         };

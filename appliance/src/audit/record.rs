@@ -63,6 +63,34 @@ pub const VERSION: u8 = 2;
 pub const VERSION_MIN: u8 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_BYTES: usize = 48;
+
+/// Where each field of the fixed header starts (all integers little-endian).
+pub mod offset {
+    /// Record format version (`u8`).
+    pub const VERSION: usize = 0;
+    /// Kind (`u8`).
+    pub const KIND: usize = 1;
+    /// Protocol (`u8`).
+    pub const PROTOCOL: usize = 2;
+    /// Decision (`u8`).
+    pub const DECISION: usize = 3;
+    /// Reply status (`u8`).
+    pub const STATUS: usize = 4;
+    /// Flags (`u8`).
+    pub const FLAGS: usize = 5;
+    /// Shard (`u16`).
+    pub const SHARD: usize = 6;
+    /// Unix time in ns (`u64`).
+    pub const TIME: usize = 8;
+    /// Session id (`u64`).
+    pub const SESSION: usize = 16;
+    /// Command number in the session (`u64`).
+    pub const CMD_NO: usize = 24;
+    /// Latency in µs (`u64`).
+    pub const LATENCY: usize = 32;
+    /// Rows or bytes (`u64`).
+    pub const COUNT: usize = 40;
+}
 /// Flag: `args` holds one raw RESP command (possibly cut short), to be
 /// split into arguments by the drain thread.
 pub const FLAG_RAW_RESP: u8 = 1;
@@ -454,9 +482,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// The `u64` at byte `i` of `b`.
+pub fn u64_at(b: &[u8], i: usize) -> u64 {
     let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
+    w.copy_from_slice(&b[i..i + 8]);
     u64::from_le_bytes(w)
 }
 
@@ -466,13 +495,13 @@ impl<'a> Record<'a> {
         if body.len() < HEADER_BYTES {
             return Err(DecodeError::Short("header"));
         }
-        if !(VERSION_MIN..=VERSION).contains(&body[0]) {
-            return Err(DecodeError::Version(body[0]));
+        if !(VERSION_MIN..=VERSION).contains(&body[offset::VERSION]) {
+            return Err(DecodeError::Version(body[offset::VERSION]));
         }
-        let kind = Kind::from_u8(body[1]).ok_or(DecodeError::BadValue("kind"))?;
-        let protocol = Proto::from_u8(body[2])?;
-        let decision = Decision::from_u8(body[3])?;
-        let status = Status::from_u8(body[4])?;
+        let kind = Kind::from_u8(body[offset::KIND]).ok_or(DecodeError::BadValue("kind"))?;
+        let protocol = Proto::from_u8(body[offset::PROTOCOL])?;
+        let decision = Decision::from_u8(body[offset::DECISION])?;
+        let status = Status::from_u8(body[offset::STATUS])?;
         let mut r = Reader {
             buf: &body[HEADER_BYTES..],
         };
@@ -488,13 +517,13 @@ impl<'a> Record<'a> {
             protocol,
             decision,
             status,
-            flags: body[5],
-            shard: u16::from_le_bytes([body[6], body[7]]),
-            time_ns: u64_at(body, 8),
-            session: u64_at(body, 16),
-            cmd_no: u64_at(body, 24),
-            latency_us: u64_at(body, 32),
-            count: u64_at(body, 40),
+            flags: body[offset::FLAGS],
+            shard: u16::from_le_bytes([body[offset::SHARD], body[offset::SHARD + 1]]),
+            time_ns: u64_at(body, offset::TIME),
+            session: u64_at(body, offset::SESSION),
+            cmd_no: u64_at(body, offset::CMD_NO),
+            latency_us: u64_at(body, offset::LATENCY),
+            count: u64_at(body, offset::COUNT),
             subject,
             groups,
             issuer,
@@ -537,10 +566,11 @@ pub fn append_with_reply(
     let (status, latency_us, count, code) = summary;
     let base = out.len();
     out.extend_from_slice(&command[..reply_at]);
-    out[base] = VERSION;
-    out[base + 4] = status as u8;
-    out[base + 32..base + 40].copy_from_slice(&latency_us.to_le_bytes());
-    out[base + 40..base + 48].copy_from_slice(&count.to_le_bytes());
+    let h = &mut out[base..base + HEADER_BYTES];
+    h[offset::VERSION] = VERSION;
+    h[offset::STATUS] = status as u8;
+    h[offset::LATENCY..offset::LATENCY + 8].copy_from_slice(&latency_us.to_le_bytes());
+    h[offset::COUNT..offset::COUNT + 8].copy_from_slice(&count.to_le_bytes());
     put16(out, code);
     put32_with(out, excerpt);
     put32_with(out, detail);
@@ -550,10 +580,14 @@ pub fn append_with_reply(
 /// decoding the rest.
 #[inline]
 pub fn peek(body: &[u8]) -> Option<(Kind, u64, u64)> {
-    if body.len() < HEADER_BYTES || !(VERSION_MIN..=VERSION).contains(&body[0]) {
+    if body.len() < HEADER_BYTES || !(VERSION_MIN..=VERSION).contains(&body[offset::VERSION]) {
         return None;
     }
-    Some((Kind::from_u8(body[1])?, u64_at(body, 16), u64_at(body, 24)))
+    Some((
+        Kind::from_u8(body[offset::KIND])?,
+        u64_at(body, offset::SESSION),
+        u64_at(body, offset::CMD_NO),
+    ))
 }
 
 /// The per-session fields, encoded once per session (and again when the
@@ -663,18 +697,18 @@ impl Head {
     #[inline]
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
         let mut b = [0u8; HEADER_BYTES];
-        b[0] = VERSION;
-        b[1] = self.kind.map_or(0, |k| k as u8);
-        b[2] = self.protocol as u8;
-        b[3] = self.decision.map_or(0, |d| d as u8);
-        b[4] = self.status as u8;
-        b[5] = self.flags;
-        b[6..8].copy_from_slice(&self.shard.to_le_bytes());
-        b[8..16].copy_from_slice(&self.time_ns.to_le_bytes());
-        b[16..24].copy_from_slice(&self.session.to_le_bytes());
-        b[24..32].copy_from_slice(&self.cmd_no.to_le_bytes());
-        b[32..40].copy_from_slice(&self.latency_us.to_le_bytes());
-        b[40..48].copy_from_slice(&self.count.to_le_bytes());
+        b[offset::VERSION] = VERSION;
+        b[offset::KIND] = self.kind.map_or(0, |k| k as u8);
+        b[offset::PROTOCOL] = self.protocol as u8;
+        b[offset::DECISION] = self.decision.map_or(0, |d| d as u8);
+        b[offset::STATUS] = self.status as u8;
+        b[offset::FLAGS] = self.flags;
+        b[offset::SHARD..offset::SHARD + 2].copy_from_slice(&self.shard.to_le_bytes());
+        b[offset::TIME..offset::TIME + 8].copy_from_slice(&self.time_ns.to_le_bytes());
+        b[offset::SESSION..offset::SESSION + 8].copy_from_slice(&self.session.to_le_bytes());
+        b[offset::CMD_NO..offset::CMD_NO + 8].copy_from_slice(&self.cmd_no.to_le_bytes());
+        b[offset::LATENCY..offset::LATENCY + 8].copy_from_slice(&self.latency_us.to_le_bytes());
+        b[offset::COUNT..offset::COUNT + 8].copy_from_slice(&self.count.to_le_bytes());
         b
     }
 }
