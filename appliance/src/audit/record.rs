@@ -747,7 +747,7 @@ impl<'b> Encoder<'b> {
     pub fn append_raw(out: &'b mut Vec<u8>, prefix: &[u8], flags: u8) -> Encoder<'b> {
         let base = out.len();
         out.extend_from_slice(prefix);
-        out[base + 5] = flags;
+        out[base + offset::FLAGS] = flags;
         Encoder {
             out,
             args_at: 0,
