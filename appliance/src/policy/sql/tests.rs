@@ -593,6 +593,54 @@ fn cache_shares_entries_between_texts_that_differ_in_literals() {
     assert_eq!(cache.normalized_hits(), 1);
 }
 
+/// Shapes are equal exactly when texts differ in constants alone, and
+/// missing whenever the lexing could be in doubt.
+#[test]
+fn literal_shapes_replace_constants_and_nothing_else() {
+    let shape = |t: &str| {
+        let mut out = String::new();
+        cache::literal_shape(t, &mut out).then_some(out)
+    };
+    let same = [
+        (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+        ),
+        ("SELECT 'a', 1.5, 1e5", "SELECT 'it''s', 22.75, 9e5"),
+        ("SELECT x FROM t LIMIT 10", "SELECT x FROM t LIMIT 0"),
+    ];
+    for (a, b) in same {
+        assert_eq!(shape(a), shape(b), "{a} / {b}");
+        assert!(shape(a).is_some(), "{a}");
+    }
+    let differ = [
+        ("SELECT * FROM t1", "SELECT * FROM t2"),
+        ("SELECT 1e5", "SELECT 1e6"),
+        ("SELECT 1 e", "SELECT 1e"),
+        ("SELECT 'a' || 'b'", "SELECT 'a'"),
+        ("SELECT 1", "select 1"),
+    ];
+    for (a, b) in differ {
+        assert_ne!(shape(a), shape(b), "{a} / {b}");
+    }
+    for t in [
+        "SELECT \"t1\" FROM t",
+        "SELECT $1",
+        "DO $$ BEGIN END $$",
+        "SELECT 'a\\' FROM t",
+        "SELECT E'a' FROM t",
+        "SELECT B'101'",
+        "SELECT U&'d!0061t' UESCAPE '!'",
+        "SELECT 1 -- comment 2",
+        "SELECT /* 1 */ 2",
+        "SELECT 'open",
+        "SELECT 'é'",
+        "SELECT '\u{1}'",
+    ] {
+        assert_eq!(shape(t), None, "{t}");
+    }
+}
+
 #[test]
 fn session_follows_prepared_statements() {
     let mut cache = SqlCache::new(64);
