@@ -298,7 +298,13 @@ pub struct SegmentWriter {
     pub len: u64,
     /// When it was created (for age rotation), Unix ns.
     pub created_ns: u64,
+    /// Bytes before this offset are durable and out of the page cache.
+    released: u64,
 }
+
+/// Page size assumed when releasing synced bytes from the page cache (a
+/// smaller real page only leaves a little more cached).
+const PAGE_BYTES: u64 = 4096;
 
 impl SegmentWriter {
     /// Creates a new segment and makes its name durable.
@@ -320,6 +326,7 @@ impl SegmentWriter {
             path,
             len: bytes.len() as u64,
             created_ns: header.created_ns,
+            released: 0,
         })
     }
 
@@ -333,6 +340,7 @@ impl SegmentWriter {
             path: path.to_path_buf(),
             len,
             created_ns,
+            released: 0,
         };
         w.seek_end()?;
         Ok(w)
@@ -360,9 +368,34 @@ impl SegmentWriter {
         }
     }
 
-    /// Makes what was appended durable.
+    /// Makes what was appended durable, then lets the kernel drop the
+    /// synced whole pages from its cache.
+    ///
+    /// The trail is written once and read only by audits, so its pages in
+    /// the cache would only evict what the machine does use, and every new
+    /// page would be a fresh allocation (on a new virtual machine, memory
+    /// the hypervisor backs on first touch: measured at 2.5 ns a byte, more
+    /// than the drain's own work per record). Released clean pages are
+    /// reused by the next writes.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        let end = self.len & !(PAGE_BYTES - 1);
+        if end > self.released {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: posix_fadvise only reads its arguments; the
+            // descriptor is owned by `self.file` and open. Advice is a
+            // hint: an error changes nothing written, so it is ignored.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    self.released as libc::off_t,
+                    (end - self.released) as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+            self.released = end;
+        }
+        Ok(())
     }
 }
 
@@ -416,6 +449,76 @@ mod tests {
                 "flip {i}"
             );
         }
+    }
+
+    /// Pages of `file` in the page cache, by `mincore` over a mapping.
+    fn resident_pages(file: &File, len: usize) -> usize {
+        use std::os::fd::AsRawFd as _;
+        let page = 4096;
+        let pages = len.div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a fresh read-only shared mapping of `len` bytes of an open
+        // file, inspected with mincore into a vector of one byte per page
+        // and unmapped before returning; nothing reads the mapped bytes.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED, "mmap");
+            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0, "mincore");
+            libc::munmap(addr, len);
+        }
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    /// Synced whole pages leave the page cache; the bytes stay in the file
+    /// and a later append carries on after them.
+    #[test]
+    fn synced_pages_leave_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // tmpfs keeps files in the page cache by nature: nothing to see.
+        // SAFETY: statfs fills the zeroed struct for a valid C path.
+        let on_tmpfs = unsafe {
+            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            let mut st: libc::statfs = std::mem::zeroed();
+            libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+        };
+        let header = Header {
+            shard: 0,
+            first_seq: 0,
+            created_ns: 1,
+            prev_hash: [0; 32],
+            appliance_id: "gw".into(),
+        };
+        let mut w = SegmentWriter::create(dir.path(), &header).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024 + 100];
+        w.append(&chunk).unwrap();
+        let len = w.len as usize;
+        let reader = File::open(&w.path).unwrap();
+        let before = resident_pages(&reader, len);
+        w.sync().unwrap();
+        let after = resident_pages(&reader, len);
+        if !on_tmpfs {
+            assert!(
+                before >= 16,
+                "written pages are cached before the sync: {before}"
+            );
+            assert!(
+                after <= 1,
+                "only the partial last page stays cached: {after} of {before}"
+            );
+        }
+        w.append(b"tail").unwrap();
+        w.sync().unwrap();
+        let bytes = std::fs::read(&w.path).unwrap();
+        assert_eq!(bytes.len(), len + 4);
+        assert_eq!(&bytes[len - chunk.len()..len], &chunk[..]);
+        assert_eq!(&bytes[len..], b"tail");
     }
 
     #[test]
