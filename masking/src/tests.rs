@@ -139,6 +139,28 @@ proptest! {
         prop_assert_eq!(spans, reference_spans(&hay));
     }
 
+    /// Short spans find prefixes from their first bytes (one, two or three
+    /// distinct ones, depending on the detectors on), long ones with the
+    /// automaton: each subset of prefix detectors against the reference.
+    #[test]
+    fn prefix_subsets_equal_reference(hay in planted_input()) {
+        let prefixed = [
+            Detector::PrivateKey,
+            Detector::Jwt,
+            Detector::AwsAccessKey,
+            Detector::ApiKey,
+        ];
+        for bits in 1..(1u32 << prefixed.len()) {
+            let on: Vec<Detector> = (0..prefixed.len())
+                .filter(|i| bits >> i & 1 == 1)
+                .map(|i| prefixed[i])
+                .collect();
+            let mut spans = Vec::new();
+            Scanner::new(&on).unwrap().find(&hay, &mut spans);
+            prop_assert_eq!(spans, reference::find(&on, &[], &hay), "{:?}", on);
+        }
+    }
+
     #[test]
     fn masker_equals_reference(hay in planted_input()) {
         let masker = Masker::new(scanner(), Style::Redact { keep_length: true }).unwrap();
