@@ -34,15 +34,21 @@
 # (pool_mode = session); custos (auth = "none") gives each client a store
 # connection of its own. Clients use plain TCP (no TLS) throughout.
 #
-# custos' configuration: its policy, masking and audit are switched on by
-# the TOML given here, added to its configuration (nothing is on by
-# default, so the run measures the bare proxy unless these are set):
+# custos' configuration: by default (CUSTOS_FEATURE_SET=full) custos runs
+# as it would in production, with policy, masking and audit on:
+#   policy   bench/configs/policy50_redis.toml, policy50_pg.toml: 50 rules
+#            per target, none of which matches the benchmark's commands, so
+#            every command is checked against all of them
+#   masking  bench/configs/mask.toml: every built-in detector on every reply
+#   audit    an async trail (every command, its decision and reply summary,
+#            masked, hash-chained, signed checkpoints) in the run's folder
+# CUSTOS_FEATURE_SET=none runs the bare proxy. More TOML may be added:
 #   CUSTOS_SERVER_EXTRA        raw lines for the [server] section
 #   CUSTOS_TARGET_EXTRA        raw lines for both [[target]]s
 #   CUSTOS_CONFIG_EXTRA        raw TOML appended after the targets (whole
 #                              sections, e.g. [audit] or [[policy]])
-#   CUSTOS_FEATURES            a short description of what those switch on,
-#                              for the report (default "none")
+#   CUSTOS_FEATURES            a short description of what is switched on,
+#                              for the report (default: the feature set's)
 #
 # Outputs (DATE is the run's UTC date and time, e.g. 2026-11-30T0715):
 #   bench/results/compare_all-DATE.csv         one row per test and endpoint:
@@ -90,7 +96,13 @@ CUSTOS_WORKERS=${CUSTOS_WORKERS:-1}
 CUSTOS_SERVER_EXTRA=${CUSTOS_SERVER_EXTRA:-}
 CUSTOS_TARGET_EXTRA=${CUSTOS_TARGET_EXTRA:-}
 CUSTOS_CONFIG_EXTRA=${CUSTOS_CONFIG_EXTRA:-}
-CUSTOS_FEATURES=${CUSTOS_FEATURES:-none}
+CUSTOS_FEATURE_SET=${CUSTOS_FEATURE_SET:-full}
+case "$CUSTOS_FEATURE_SET" in
+  full) default_features="policy (50 rules per target), masking (every detector, partial) and audit (async) on" ;;
+  none) default_features="none (the bare proxy)" ;;
+  *) echo "CUSTOS_FEATURE_SET is full or none, not '$CUSTOS_FEATURE_SET'" >&2; exit 2 ;;
+esac
+CUSTOS_FEATURES=${CUSTOS_FEATURES:-$default_features}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_OS_USER=${PG_OS_USER:-postgres}
 RESULTS=${BENCH_RESULTS:-$here/results}
@@ -134,19 +146,33 @@ load_start=$(loadavg)
 mkdir -p "$RESULTS"
 
 # custos_toml NAME PROTOCOL PORT UPSTREAM_PORT UPSTREAM_USER PASSWORD_FILE
-# [TARGET_LINE...]: a whole custos configuration with one target and the
-# CUSTOS_*_EXTRA lines.
+# [TARGET_LINE...]: a whole custos configuration with one target, the
+# feature set's sections and the CUSTOS_*_EXTRA lines.
 custos_toml() {
-  local admin
+  local admin name=$1 proto=$2
   admin=$(free_port)
   custos_server_toml "$admin"
   [ -z "$CUSTOS_SERVER_EXTRA" ] || printf '%s\n' "$CUSTOS_SERVER_EXTRA"
+  if [ "$CUSTOS_FEATURE_SET" = full ]; then
+    mkdir -p "$work/custos-$proto"
+    custos_audit_toml custos-audit "$work/custos-$proto"
+  fi
   custos_target_toml "$1" "$2" "$3" "$4" "$5" "$6" none
   shift 6
   [ $# -eq 0 ] || printf '%s\n' "$@"
   [ -z "$CUSTOS_TARGET_EXTRA" ] || printf '%s\n' "$CUSTOS_TARGET_EXTRA"
+  if [ "$CUSTOS_FEATURE_SET" = full ]; then
+    local policy=policy50_redis
+    [ "$proto" = postgres ] && policy=policy50_pg
+    printf '\n'
+    sed "s|@WORK@|$work|g" "$here/configs/$policy.toml" "$here/configs/mask.toml"
+    # The policy files name the scripts' usual targets.
+    [ "$name" = "$(policy_target "$policy")" ] ||
+      { echo "$policy.toml is for target $(policy_target "$policy"), not $name" >&2; exit 2; }
+  fi
   [ -z "$CUSTOS_CONFIG_EXTRA" ] || printf '\n%s\n' "$CUSTOS_CONFIG_EXTRA"
 }
+policy_target() { awk -F'"' '/^target = / { print $2; exit }' "$here/configs/$1.toml"; }
 
 # compare NAME PROTOCOL ENDPOINTS... -- LOADTEST_ARGS...: one
 # `custos-loadtest compare` over "NAME=URL" ENDPOINTS, outputs named after
@@ -298,11 +324,15 @@ INI
     pg_eps+=("$ep=postgres://bench@127.0.0.1:${PORT[$ep-pg]}/bench")
   done
   export CUSTOS_LOADTEST_PASSWORD=$pass_bench
+  # The tables are created and loaded once, on the store itself when it is
+  # an endpoint: custos' policy refuses DDL through the appliance.
+  setup=()
+  [[ " ${PG_ENDPOINTS[*]} " == *" direct "* ]] && setup=(--setup-on direct)
   for test in "${PG_TESTS[@]}"; do
     case "$test" in
-      select-prepared) compare "$test" postgres "${pg_eps[@]}" -- --connections "$CONNECTIONS" --mode prepared ;;
-      select-simple) compare "$test" postgres "${pg_eps[@]}" -- --connections "$CONNECTIONS" --mode simple ;;
-      memory) compare "$test" postgres "${pg_eps[@]}" -- --workload memory --connections "$CONNECTIONS" ;;
+      select-prepared) compare "$test" postgres "${pg_eps[@]}" -- "${setup[@]}" --connections "$CONNECTIONS" --mode prepared ;;
+      select-simple) compare "$test" postgres "${pg_eps[@]}" -- "${setup[@]}" --connections "$CONNECTIONS" --mode simple ;;
+      memory) compare "$test" postgres "${pg_eps[@]}" -- "${setup[@]}" --workload memory --connections "$CONNECTIONS" ;;
       churn) compare "$test" postgres "${pg_eps[@]}" -- --workload churn --mode simple \
                --connections "$CHURN_CONNECTIONS" ;;
       *) echo "unknown PostgreSQL test '$test'" >&2; exit 2 ;;

@@ -46,6 +46,12 @@ pub struct CompareArgs {
     /// PostgreSQL: do not create or load the workload's tables first.
     #[arg(long)]
     pub no_setup: bool,
+    /// PostgreSQL: create and load the tables once, through this endpoint
+    /// only, before the first round (the endpoints front one store; a proxy
+    /// whose policy refuses DDL can still be compared). Without it, each
+    /// endpoint sets them up before its first run.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_setup")]
+    pub setup_on: Option<String>,
     /// Redis: negotiate RESP3.
     #[arg(long)]
     pub resp3: bool,
@@ -271,6 +277,17 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let mut runs: Vec<Vec<Report>> = vec![Vec::new(); specs.len()];
     let mut histograms: Vec<_> = specs.iter().map(|_| new_histogram()).collect();
     let mut set_up = vec![false; specs.len()];
+    if let Some(name) = &args.setup_on {
+        let spec = specs
+            .iter()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| Error::Usage(format!("--setup-on {name}: no endpoint of that name")))?;
+        if protocol == Protocol::Postgres {
+            let client = postgres::PgClient::new(postgres_config(args, spec)?);
+            block_on(client.setup())?;
+        }
+        set_up.fill(true);
+    }
     let mut workload_name = String::new();
     let mut settings = Map::new();
 
