@@ -448,6 +448,25 @@ fn an_execute_the_client_never_described_is_masked_by_its_portal_shape() {
         assert_eq!(row[1].as_deref(), Some("****"), "{r:?}");
         assert!(!row[0].as_deref().unwrap().contains("jane.doe@"), "{r:?}");
     }
+    // The statement redefined under the same name, its columns in another
+    // order: the plan learnt for the old one must not be used (the
+    // diagnosis, masked by column, would go out as it is).
+    assert_eq!(c.column("DEALLOCATE q"), Vec::<String>::new());
+    c.send(&extended::prepare(
+        "q",
+        "SELECT diagnosis, email, visits FROM patients WHERE id = $1",
+    ))
+    .unwrap();
+    let r = c.read_query_result().unwrap();
+    assert!(r.error.is_none(), "{r:?}");
+    for id in ["1", "2", "1"] {
+        c.send(&extended::bind_execute("q", &[id])).unwrap();
+        let r = c.read_query_result().unwrap();
+        assert!(r.error.is_none(), "{r:?}");
+        let row = &r.rows[0];
+        assert_eq!(row[0].as_deref(), Some("****"), "{r:?}");
+        assert!(!row[1].as_deref().unwrap().contains("jane.doe@"), "{r:?}");
+    }
     // Protocol order intact: a simple query still answers plainly.
     assert_eq!(c.column("SELECT 'after'"), ["after"]);
     c.send(&pgwire::terminate()).unwrap();

@@ -32,6 +32,9 @@ pub const PORTALS_MAX: usize = 64;
 /// Reply-stream entries tracked at once; beyond this the tracker stops
 /// trusting its state and masks every value of unknown rows by detector.
 pub const TRACKED_MAX: usize = 1 << 16;
+/// Prepared statements whose row plans are remembered at once; past it the
+/// remembered ones are forgotten (and learnt again from the next Describe).
+pub const STATEMENTS_MAX: usize = 1024;
 
 /// Built-in type OIDs whose values are text (`pg_type.typcategory` 'S'
 /// and the JSON, XML and unknown types), in either format.
@@ -154,6 +157,17 @@ pub fn add_catalog_row(index: &mut ColumnIndex, values: &[Option<&[u8]>]) {
 
 /// The plan for rows described by `rd`.
 pub fn shape(mask: &SessionMask, columns: &ColumnIndex, rd: &RowDescription<'_>) -> Shape {
+    shape_as(mask, columns, rd, None)
+}
+
+/// The plan for rows described by `rd` with every column in `format`
+/// (`None`: each in the format `rd` gives).
+fn shape_as(
+    mask: &SessionMask,
+    columns: &ColumnIndex,
+    rd: &RowDescription<'_>,
+    format: Option<i16>,
+) -> Shape {
     let cols = rd
         .fields()
         .map(|f| {
@@ -173,7 +187,7 @@ pub fn shape(mask: &SessionMask, columns: &ColumnIndex, rd: &RowDescription<'_>)
                 return Col::Keep;
             }
             let text = TEXT_TYPES.contains(&f.type_oid);
-            let detect = match f.format {
+            let detect = match format.unwrap_or(f.format) {
                 0 => text || TEXT_ARRAY_TYPES.contains(&f.type_oid) || f.type_oid >= FIRST_USER_OID,
                 _ => text,
             };
@@ -352,10 +366,20 @@ enum Awaited {
     /// Describe of a statement: its RowDescription is not a row shape.
     DescribeStatement,
     /// Describe of a portal; `injected` when the appliance sent it and the
-    /// client must not see the answer.
-    DescribePortal { name: Box<[u8]>, injected: bool },
-    /// Execute of a portal.
-    Execute { name: Box<[u8]> },
+    /// client must not see the answer; `statement` when the answer also
+    /// describes the named statement the portal was bound from (see
+    /// [`Tracker::statements`]), with the statements epoch of the Describe.
+    DescribePortal {
+        name: Box<[u8]>,
+        injected: bool,
+        statement: Option<(Box<[u8]>, u64)>,
+    },
+    /// Execute of a portal; `shape` when its rows' plan was known at its
+    /// Bind (from its statement's), so no Describe was needed.
+    Execute {
+        name: Box<[u8]>,
+        shape: Option<Option<Rc<Shape>>>,
+    },
     /// Sync: done at ReadyForQuery.
     Sync,
 }
@@ -374,6 +398,38 @@ pub enum Seen {
 /// A portal name and the shape of its rows (`None`: it returns none).
 type DescribedPortal = (Box<[u8]>, Option<Rc<Shape>>);
 
+/// The row plans of a prepared statement's portals, by result format
+/// (`None`: the statement returns no rows).
+#[derive(Debug, Clone)]
+struct StatementRows(Option<[Rc<Shape>; 2]>);
+
+impl StatementRows {
+    /// The plan of a portal bound with `formats` (Bind's result format
+    /// codes); `None` when a code is missing or unknown (the store refuses
+    /// such a Bind; its Execute is described as usual).
+    fn portal(&self, formats: &custos_parsers::pgwire::Formats<'_>) -> Option<Option<Rc<Shape>>> {
+        let Some([text, binary]) = &self.0 else {
+            return Some(None);
+        };
+        let pick = |f: i16| match f {
+            0 => Some(text),
+            1 => Some(binary),
+            _ => None,
+        };
+        if formats.len() <= 1 {
+            return pick(formats.format_of(0)?).map(|s| Some(s.clone()));
+        }
+        let cols = (0..text.cols.len())
+            .map(|i| Some(pick(formats.format_of(i)?)?.cols[i]))
+            .collect::<Option<Vec<Col>>>()?;
+        Some(Some(Rc::new(Shape { cols })))
+    }
+}
+
+/// The last Bind of a named statement: portal, statement, and the
+/// statements epoch then.
+type Bound = (Box<[u8]>, Box<[u8]>, u64);
+
 /// Follows both directions of a masked session to know each row's shape.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -384,6 +440,22 @@ pub struct Tracker {
     portals: VecDeque<DescribedPortal>,
     /// The portal the client described since its last Bind or Execute.
     described: Option<Box<[u8]>>,
+    /// Row plans of named prepared statements, learnt from the answer to
+    /// the first Describe of a portal bound from each: a later Bind of the
+    /// same statement knows its portal's plan (the statement's, in the
+    /// Bind's result formats), so its Execute needs no Describe. A
+    /// statement's result columns cannot change while it exists (the store
+    /// refuses to run it if they would), and every way of redefining one
+    /// (Parse, Close, SQL PREPARE or DEALLOCATE in a simple query) goes
+    /// through this tracker first.
+    statements: HashMap<Box<[u8]>, StatementRows>,
+    /// Bumped by every message that may redefine a statement: an answer to
+    /// a Describe sent before it is not learnt from.
+    epoch: u64,
+    /// The last Bind of a named statement.
+    bound: Option<Bound>,
+    /// The plan of that Bind's portal, when its statement's was known.
+    bound_shape: Option<DescribedPortal>,
     /// The awaited list overflowed: shapes are unknown until the next
     /// ReadyForQuery with nothing awaited.
     lost: bool,
@@ -404,15 +476,54 @@ impl Tracker {
     pub fn frontend(&mut self, msg: &[u8]) -> Option<Box<[u8]>> {
         use frontend::tag;
         match msg.first().copied() {
-            Some(tag::QUERY | tag::FUNCTION_CALL) => self.push(Awaited::Simple),
+            Some(tag::QUERY) => {
+                // SQL PREPARE and DEALLOCATE name statements too.
+                self.forget_statements();
+                self.push(Awaited::Simple);
+            }
+            Some(tag::FUNCTION_CALL) => self.push(Awaited::Simple),
             Some(tag::SYNC) => self.push(Awaited::Sync),
-            Some(tag::BIND) => self.described = None,
+            Some(tag::PARSE | tag::CLOSE) => match frontend::parse(msg) {
+                Ok(
+                    frontend::Message::Parse {
+                        statement: name, ..
+                    }
+                    | frontend::Message::Close {
+                        kind: frontend::KIND_STATEMENT,
+                        name,
+                    },
+                ) => {
+                    self.epoch += 1;
+                    self.statements.remove(name);
+                }
+                Ok(_) => {}
+                Err(_) => self.forget_statements(),
+            },
+            Some(tag::BIND) => {
+                self.described = None;
+                self.bound = None;
+                self.bound_shape = None;
+                if let Ok(frontend::Message::Bind(b)) = frontend::parse(msg)
+                    && !b.statement.is_empty()
+                {
+                    if let Some(shape) = self
+                        .statements
+                        .get(b.statement)
+                        .and_then(|rows| rows.portal(&b.result_formats))
+                    {
+                        self.bound_shape = Some((b.portal.into(), shape));
+                    }
+                    self.bound = Some((b.portal.into(), b.statement.into(), self.epoch));
+                }
+            }
             Some(tag::DESCRIBE) => match frontend::parse(msg) {
                 Ok(frontend::Message::Describe { kind, name }) if kind == frontend::KIND_PORTAL => {
                     self.described = Some(name.into());
+                    let statement = self.learns(name);
                     self.push(Awaited::DescribePortal {
                         name: name.into(),
                         injected: false,
+                        statement,
                     });
                 }
                 _ => self.push(Awaited::DescribeStatement),
@@ -421,16 +532,23 @@ impl Tracker {
                 let Ok(frontend::Message::Execute { portal, .. }) = frontend::parse(msg) else {
                     return None;
                 };
-                let inject = self.described.as_deref() != Some(portal);
+                let known = match &self.bound_shape {
+                    Some((name, shape)) if **name == *portal => Some(shape.clone()),
+                    _ => None,
+                };
+                let inject = known.is_none() && self.described.as_deref() != Some(portal);
                 self.described = None;
                 if inject {
+                    let statement = self.learns(portal);
                     self.push(Awaited::DescribePortal {
                         name: portal.into(),
                         injected: true,
+                        statement,
                     });
                 }
                 self.push(Awaited::Execute {
                     name: portal.into(),
+                    shape: known,
                 });
                 if inject {
                     return Some(portal.into());
@@ -441,12 +559,63 @@ impl Tracker {
         None
     }
 
+    /// The statement whose plan the answer to a Describe of `portal` sent
+    /// now gives: the one its last Bind named, if nothing may have
+    /// redefined statements since; with the epoch, which must not have
+    /// moved either when the answer comes.
+    fn learns(&self, portal: &[u8]) -> Option<(Box<[u8]>, u64)> {
+        match &self.bound {
+            Some((p, statement, epoch)) if **p == *portal && *epoch == self.epoch => {
+                Some((statement.clone(), *epoch))
+            }
+            _ => None,
+        }
+    }
+
+    fn forget_statements(&mut self) {
+        self.epoch += 1;
+        self.statements.clear();
+        self.bound = None;
+        self.bound_shape = None;
+    }
+
+    /// Remembers the plans of `statement` from a Describe of one of its
+    /// portals.
+    fn learn(
+        &mut self,
+        statement: Box<[u8]>,
+        rd: Option<&RowDescription<'_>>,
+        mask: &SessionMask,
+        columns: &ColumnIndex,
+    ) {
+        if self.statements.len() >= STATEMENTS_MAX {
+            self.statements.clear();
+        }
+        let rows = rd.map(|rd| {
+            [
+                Rc::new(shape_as(mask, columns, rd, Some(0))),
+                Rc::new(shape_as(mask, columns, rd, Some(1))),
+            ]
+        });
+        self.statements.insert(statement, StatementRows(rows));
+    }
+
     /// Notes a client message that streams (too large to hold whole).
     pub fn frontend_streamed(&mut self, tag: u8) {
         use frontend::tag;
         match tag {
-            tag::QUERY | tag::FUNCTION_CALL => self.push(Awaited::Simple),
-            tag::BIND => self.described = None,
+            tag::QUERY => {
+                self.forget_statements();
+                self.push(Awaited::Simple);
+            }
+            tag::FUNCTION_CALL => self.push(Awaited::Simple),
+            // Which statement it names is not known.
+            tag::PARSE | tag::CLOSE => self.forget_statements(),
+            tag::BIND => {
+                self.described = None;
+                self.bound = None;
+                self.bound_shape = None;
+            }
             // An Execute or Describe too large to read: its rows' shape is
             // unknown, and they are scanned by every detector.
             tag::EXECUTE | tag::DESCRIBE => self.lost = true,
@@ -467,23 +636,30 @@ impl Tracker {
         use backend::tag;
         match msg.first().copied() {
             Some(tag::ROW_DESCRIPTION) => {
-                let shape = match backend::parse(msg) {
-                    Ok(backend::Message::RowDescription(rd)) => {
-                        Some(Rc::new(shape(mask, columns, &rd)))
-                    }
+                let rd = match backend::parse(msg) {
+                    Ok(backend::Message::RowDescription(rd)) => Some(rd),
                     _ => None,
                 };
+                let shape = rd.as_ref().map(|rd| Rc::new(shape(mask, columns, rd)));
                 match self.awaited.front() {
                     Some(Awaited::Simple) => self.simple = shape,
                     Some(Awaited::DescribeStatement) => {
                         self.awaited.pop_front();
                     }
                     Some(Awaited::DescribePortal { .. }) => {
-                        let Some(Awaited::DescribePortal { name, injected }) =
-                            self.awaited.pop_front()
+                        let Some(Awaited::DescribePortal {
+                            name,
+                            injected,
+                            statement,
+                        }) = self.awaited.pop_front()
                         else {
                             unreachable!("front checked above")
                         };
+                        if let (Some((statement, epoch)), Some(rd)) = (statement, &rd)
+                            && epoch == self.epoch
+                        {
+                            self.learn(statement, Some(rd), mask, columns);
+                        }
                         self.remember(name, shape);
                         if injected {
                             return Seen::Swallow;
@@ -499,10 +675,19 @@ impl Tracker {
                     Seen::Forward
                 }
                 Some(Awaited::DescribePortal { .. }) => {
-                    let Some(Awaited::DescribePortal { name, injected }) = self.awaited.pop_front()
+                    let Some(Awaited::DescribePortal {
+                        name,
+                        injected,
+                        statement,
+                    }) = self.awaited.pop_front()
                     else {
                         unreachable!("front checked above")
                     };
+                    if let Some((statement, epoch)) = statement
+                        && epoch == self.epoch
+                    {
+                        self.learn(statement, None, mask, columns);
+                    }
                     self.remember(name, None);
                     if injected {
                         Seen::Swallow
@@ -518,7 +703,10 @@ impl Tracker {
                 }
                 match self.awaited.front() {
                     Some(Awaited::Simple) => Seen::Row(self.simple.clone()),
-                    Some(Awaited::Execute { name }) => Seen::Row(self.portal_shape(name)),
+                    Some(Awaited::Execute {
+                        shape: Some(shape), ..
+                    }) => Seen::Row(shape.clone()),
+                    Some(Awaited::Execute { name, .. }) => Seen::Row(self.portal_shape(name)),
                     _ => Seen::Row(None),
                 }
             }
@@ -727,6 +915,180 @@ mod tests {
             Seen::Row(Some(shape)) => assert_eq!(shape.cols(), [Col::Whole(0)]),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            t.backend(b"C\0\0\0\x0dSELECT 1\0", &m, &cols),
+            Seen::Forward
+        );
+        assert_eq!(t.backend(b"Z\0\0\0\x05I", &m, &cols), Seen::Forward);
+        assert!(t.awaited.is_empty());
+    }
+
+    fn bind(portal: &[u8], statement: &[u8], result_formats: &[i16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        enc::bind(&mut out, portal, statement, &[], &[], result_formats);
+        out
+    }
+
+    fn execute(portal: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        enc::execute(&mut out, portal, 0);
+        out
+    }
+
+    fn row_cols(t: &mut Tracker, m: &SessionMask, cols: &ColumnIndex, row: &[u8]) -> Vec<Col> {
+        match t.backend(row, m, cols) {
+            Seen::Row(Some(shape)) => shape.cols().to_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `nick` is masked whole by name; type 16500 (a type made in the
+    /// database) is scanned in text format and kept in binary.
+    fn described() -> Vec<u8> {
+        row_description(&[("nick", 0, 0, 25, 0), ("x", 0, 0, 16500, 0)])
+    }
+
+    /// Replies of a Bind, an Execute with one row and a Sync; `injected`
+    /// when the appliance described the portal in between.
+    fn answer_one_row(
+        t: &mut Tracker,
+        m: &SessionMask,
+        cols: &ColumnIndex,
+        injected: bool,
+    ) -> Vec<Col> {
+        assert_eq!(t.backend(b"2\0\0\0\x04", m, cols), Seen::Forward);
+        if injected {
+            assert_eq!(t.backend(&described(), m, cols), Seen::Swallow);
+        }
+        let got = row_cols(t, m, cols, &data_row(&[Some("JJ"), Some("v")]));
+        assert_eq!(t.backend(b"C\0\0\0\x0dSELECT 1\0", m, cols), Seen::Forward);
+        assert_eq!(t.backend(b"Z\0\0\0\x05I", m, cols), Seen::Forward);
+        assert!(t.awaited.is_empty());
+        got
+    }
+
+    #[test]
+    fn a_statement_described_once_is_not_described_again() {
+        let (m, cols) = (session(), ColumnIndex::default());
+        let mut t = Tracker::default();
+        assert_eq!(t.frontend(&bind(b"", b"s1", &[])), None);
+        assert!(
+            t.frontend(&execute(b"")).is_some(),
+            "first Execute: described"
+        );
+        t.frontend(b"S\0\0\0\x04");
+        assert_eq!(
+            answer_one_row(&mut t, &m, &cols, true),
+            [Col::Whole(0), Col::Detect]
+        );
+        // Later Binds of s1 know their portal's plan, in their own formats.
+        for (formats, want) in [
+            (&[][..], [Col::Whole(0), Col::Detect]),
+            (&[0][..], [Col::Whole(0), Col::Detect]),
+            (&[1][..], [Col::Whole(0), Col::Keep]),
+            (&[1, 0][..], [Col::Whole(0), Col::Detect]),
+            (&[0, 1][..], [Col::Whole(0), Col::Keep]),
+        ] {
+            assert_eq!(t.frontend(&bind(b"", b"s1", formats)), None);
+            assert_eq!(
+                t.frontend(&execute(b"")),
+                None,
+                "{formats:?}: not described"
+            );
+            t.frontend(b"S\0\0\0\x04");
+            assert_eq!(
+                answer_one_row(&mut t, &m, &cols, false),
+                want,
+                "{formats:?}"
+            );
+        }
+        // Another statement, and the unnamed one, are described as before.
+        assert_eq!(t.frontend(&bind(b"", b"s2", &[])), None);
+        assert!(t.frontend(&execute(b"")).is_some());
+        let mut unnamed = Vec::new();
+        enc::parse(&mut unnamed, b"", b"SELECT 1", &[]);
+        t.frontend(&unnamed);
+        assert_eq!(t.frontend(&bind(b"", b"", &[])), None);
+        assert!(t.frontend(&execute(b"")).is_some());
+    }
+
+    #[test]
+    fn a_redefined_statement_is_described_again() {
+        let (m, cols) = (session(), ColumnIndex::default());
+        let learnt = || {
+            let mut t = Tracker::default();
+            t.frontend(&bind(b"", b"s1", &[]));
+            assert!(t.frontend(&execute(b"")).is_some());
+            t.frontend(b"S\0\0\0\x04");
+            answer_one_row(&mut t, &m, &cols, true);
+            assert_eq!(t.frontend(&bind(b"", b"s1", &[])), None);
+            assert_eq!(t.frontend(&execute(b"")), None);
+            t.frontend(b"S\0\0\0\x04");
+            answer_one_row(&mut t, &m, &cols, false);
+            t
+        };
+        let mut parse = Vec::new();
+        enc::parse(&mut parse, b"s1", b"SELECT secret FROM t", &[]);
+        let mut close = Vec::new();
+        enc::close(&mut close, b'S', b"s1");
+        let mut query = Vec::new();
+        enc::query(&mut query, b"DEALLOCATE s1; PREPARE s1 AS SELECT 2");
+        for redefine in [&parse, &close, &query] {
+            let mut t = learnt();
+            t.frontend(redefine);
+            t.frontend(&bind(b"", b"s1", &[]));
+            assert!(
+                t.frontend(&execute(b"")).is_some(),
+                "described after {:?}",
+                redefine[0]
+            );
+        }
+        // An answer to a Describe sent before the statement was redefined
+        // teaches nothing: the old plan would be wrong for the new one.
+        let mut t = Tracker::default();
+        t.frontend(&bind(b"", b"s1", &[]));
+        assert!(t.frontend(&execute(b"")).is_some());
+        t.frontend(b"S\0\0\0\x04");
+        t.frontend(&close);
+        t.frontend(&parse);
+        answer_one_row(&mut t, &m, &cols, true);
+        t.frontend(&bind(b"", b"s1", &[]));
+        assert!(t.frontend(&execute(b"")).is_some());
+    }
+
+    /// Pipelined Executes of the reused unnamed portal each get their own
+    /// statement's plan, whichever way it was found.
+    #[test]
+    fn pipelined_portals_keep_their_own_plans() {
+        let (m, cols) = (session(), ColumnIndex::default());
+        let mut t = Tracker::default();
+        t.frontend(&bind(b"", b"s1", &[]));
+        assert!(t.frontend(&execute(b"")).is_some());
+        t.frontend(b"S\0\0\0\x04");
+        answer_one_row(&mut t, &m, &cols, true);
+        // s1 (known, binary) then s2 (unknown: described) in one batch.
+        assert_eq!(t.frontend(&bind(b"", b"s1", &[1])), None);
+        assert_eq!(t.frontend(&execute(b"")), None);
+        assert_eq!(t.frontend(&bind(b"", b"s2", &[])), None);
+        assert!(t.frontend(&execute(b"")).is_some());
+        t.frontend(b"S\0\0\0\x04");
+        assert_eq!(t.backend(b"2\0\0\0\x04", &m, &cols), Seen::Forward);
+        let row = data_row(&[Some("JJ"), Some("v")]);
+        assert_eq!(
+            row_cols(&mut t, &m, &cols, &row),
+            [Col::Whole(0), Col::Keep]
+        );
+        assert_eq!(
+            t.backend(b"C\0\0\0\x0dSELECT 1\0", &m, &cols),
+            Seen::Forward
+        );
+        assert_eq!(t.backend(b"2\0\0\0\x04", &m, &cols), Seen::Forward);
+        let s2 = row_description(&[("body", 0, 0, 25, 0)]);
+        assert_eq!(t.backend(&s2, &m, &cols), Seen::Swallow);
+        assert_eq!(
+            row_cols(&mut t, &m, &cols, &data_row(&[Some("a")])),
+            [Col::Detect]
+        );
         assert_eq!(
             t.backend(b"C\0\0\0\x0dSELECT 1\0", &m, &cols),
             Seen::Forward
