@@ -198,6 +198,40 @@ fn key_rules_keep_request_response_clients_on_the_shared_connection() {
     );
 }
 
+/// A refused command never reaches the store, so clients refused now and
+/// then keep sharing the store connection, and each refusal (of a command
+/// that would not be shared if allowed, inline ones too) comes in its
+/// place.
+#[test]
+fn refused_commands_keep_request_response_clients_on_the_shared_connection() {
+    let (redis, custos) = redis_behind_custos(policy);
+    let mut conns: Vec<RawConn> = (0..8).map(|_| RawConn::open(custos.port())).collect();
+    for round in 0..4 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            let key = format!("app:{i}");
+            let value = format!("v{round}");
+            assert_eq!(c.cmd(&["SET", &key, &value]), Reply::Simple("OK".into()));
+            let r = c.cmd(&["GET", &format!("secret:{i}")]);
+            assert!(error(&r).contains("(rule secrets)"), "{r:?}");
+            let r = c.cmd(&["FLUSHALL"]);
+            assert!(error(&r).contains("(rule no-flush)"), "{r:?}");
+            c.send(b"flushdb\r\n").unwrap();
+            let r = c.read().unwrap();
+            assert!(error(&r).contains("(rule no-flush)"), "{r:?}");
+            assert_eq!(c.cmd(&["GET", &key]), Reply::Bulk(Some(value.into_bytes())));
+        }
+    }
+    // Two shards: at most two shared connections, none of a session's own.
+    let seen = redis.client_list().len();
+    assert!(
+        seen <= 2,
+        "store sees {seen} connections for 8 request/response clients"
+    );
+    let mut direct = redis.connection();
+    let kept: usize = redis::cmd("DBSIZE").query(&mut direct).unwrap();
+    assert_eq!(kept, 8, "a refused FLUSHALL or FLUSHDB ran");
+}
+
 #[test]
 fn refusals_keep_their_place_in_a_pipeline() {
     let (_redis, custos) = redis_behind_custos(policy);

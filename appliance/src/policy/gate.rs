@@ -55,6 +55,20 @@ pub enum Gate {
     },
 }
 
+/// How the shared store connection serves a command (see
+/// [`RedisGate::on_shared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// Forward it.
+    Forward,
+    /// Refused: answer it with [`RedisGate::refuse`] (a stand-in goes to the
+    /// store in its place).
+    Refuse(Decision),
+    /// Only a connection of the session's own can serve it (a transaction,
+    /// or keys that cannot be read).
+    Own,
+}
+
 /// One session's policy.
 pub struct RedisGate {
     shard: Rc<ShardPolicy>,
@@ -115,16 +129,17 @@ impl RedisGate {
         }
     }
 
-    /// Whether the command in `head` would be forwarded, without changing
-    /// any state: for the shared store connection, which hands anything
-    /// else to a connection of the session's own. `buf` starts with the
-    /// whole command (the caller has checked it), so rules with key globs
-    /// are decided here too.
-    pub fn allows_head(&self, buf: &[u8], head: &CommandHead) -> bool {
+    /// How the shared store connection serves the command in `head`,
+    /// decided without changing any state (nothing is logged, no approval
+    /// is requested: the caller may still hand the whole batch to a
+    /// connection of the session's own, which decides again). `buf` starts
+    /// with the whole command (the caller has checked it), so rules with
+    /// key globs are decided here too.
+    pub fn on_shared(&self, buf: &[u8], head: &CommandHead) -> Shared {
         self.sync();
         let name = head.arg(buf, 0).unwrap_or_default();
         if matches!(self.exempt_kind(name), Some(true)) {
-            return true;
+            return Shared::Forward;
         }
         let sub = head.arg(buf, 1);
         let d = match self.decide_head(name, sub) {
@@ -134,10 +149,23 @@ impl RedisGate {
                     .rules
                     .borrow()
                     .decide_with_args(&self.table.borrow(), id, &args),
-                None => return false,
+                None => return Shared::Own,
             },
         };
-        d.action == Action::Allow && !transactional(name)
+        shared_verdict(d, name)
+    }
+
+    /// The refusal of a whole command `frame` that [`RedisGate::on_shared`]
+    /// found refused by `d`: logged (and,
+    /// for an approval rule, requested) now. `None` if `frame` is not a
+    /// command.
+    pub fn refuse(&self, d: Decision, frame: &[u8]) -> Option<Gate> {
+        let args = FrameArgs::parse(frame)?;
+        if args.count() == 0 {
+            return None;
+        }
+        let sub = (args.count() > 1).then(|| args.arg(1));
+        Some(self.apply(d, args.arg(0), sub))
     }
 
     /// The decision for a command from its name and subcommand alone, or
@@ -272,21 +300,6 @@ impl RedisGate {
         }
     }
 
-    /// Whether the inline or whole command `args` would be forwarded,
-    /// without changing any state (see [`RedisGate::allows_head`]).
-    pub fn allows_args<A: Args + ?Sized>(&self, args: &A) -> bool {
-        self.sync();
-        if args.count() == 0 {
-            return true;
-        }
-        let name = args.arg(0);
-        if matches!(self.exempt_kind(name), Some(true)) {
-            return true;
-        }
-        let d = self.rules.borrow().decide(&self.table.borrow(), args);
-        d.action == Action::Allow && !transactional(name)
-    }
-
     /// `Some(true)` for the exempt commands that change no gate state.
     fn exempt_kind(&self, name: &[u8]) -> Option<bool> {
         match name.len() {
@@ -360,6 +373,19 @@ impl RedisGate {
                 "command refused by policy"
             ),
         }
+    }
+}
+
+/// The shared connection's verdict on decision `d` for command `name`:
+/// commands of a transaction (and so their refusals, which poison it) are
+/// served by a connection of the session's own.
+fn shared_verdict(d: Decision, name: &[u8]) -> Shared {
+    if transactional(name) {
+        return Shared::Own;
+    }
+    match d.action {
+        Action::Allow => Shared::Forward,
+        Action::Block | Action::Approve => Shared::Refuse(d),
     }
 }
 

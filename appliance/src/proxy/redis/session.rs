@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use custos_parsers::resp::{self, Frame, HeadStatus, Limits, Scanner};
+use custos_parsers::resp::{self, CommandHead, Frame, HeadStatus, Limits, Scanner};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -29,8 +29,9 @@ use crate::identity::Identity;
 use crate::mask::redis::{Plan, mask_reply, plan_for_command};
 use crate::mask::{Scratch, SessionMask};
 use crate::metrics::ErrorKind;
+use crate::policy::gate::Shared;
 use crate::policy::redis::FrameArgs;
-use crate::policy::{Gate, RedisGate};
+use crate::policy::{Decision as PolicyDecision, Gate, RedisGate};
 use crate::proxy::auth::{Expiry, session_expiry, sleep_until, verify_token};
 use crate::proxy::buffer::ConnBuf;
 use crate::proxy::lingering_close;
@@ -335,6 +336,39 @@ enum Planned {
     Inline,
     /// Answer the client's AUTH itself (`auth = "none"`).
     Auth,
+    /// Refused by policy: answered with the refusal, a stand-in forwarded
+    /// in its place; `inline` when the frame is the RESP form of an inline
+    /// command.
+    Refuse {
+        decision: PolicyDecision,
+        inline: bool,
+    },
+}
+
+/// How the shared phase serves the whole command `frame` whose first
+/// arguments are in `head`, or `None` when only a connection of the
+/// session's own can. A refused command never reaches the store, so it is
+/// answered here whatever it is, unless the appliance treats it specially
+/// (AUTH, HELLO, RESET, QUIT, subscriptions, MONITOR...). `tokens`: AUTH
+/// carries a token, which a connection of the session's own checks.
+fn shared_kind(
+    gate: &RedisGate,
+    frame: &[u8],
+    head: &CommandHead,
+    tokens: bool,
+) -> Option<Planned> {
+    let name = head.arg(frame, 0).unwrap_or_default();
+    match gate.on_shared(frame, head) {
+        Shared::Forward if shared::shareable(name) => Some(Planned::Forward),
+        Shared::Refuse(decision) if commands::classify(frame, head) == Class::Plain => {
+            Some(Planned::Refuse {
+                decision,
+                inline: false,
+            })
+        }
+        _ if !tokens && commands::classify(frame, head) == Class::Auth => Some(Planned::Auth),
+        _ => None,
+    }
 }
 
 /// How a session's time on the shared store connection ended.
@@ -504,24 +538,33 @@ async fn shared_reader(
                 Ok(HeadStatus::Multibulk(h)) if h.captured >= 1 => h,
                 Ok(HeadStatus::Inline { line, len }) => {
                     let args = match resp::split_inline(line.slice(frame)) {
-                        // Anything policy does not simply allow is served
-                        // on a connection of the session's own.
-                        Ok(a)
-                            if !a.is_empty()
-                                && shared::shareable(&a[0])
-                                && gate.allows_args(&a[..]) =>
-                        {
-                            a
-                        }
+                        Ok(a) if !a.is_empty() => a,
                         _ => {
                             shareable = false;
                             break;
                         }
                     };
+                    // Decided in its RESP form, like any other command.
                     let from = inline.len();
                     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                     resp::encode::command(&mut inline, &refs);
-                    plan[planned] = (from, inline.len(), Planned::Inline);
+                    let encoded = &inline[from..];
+                    let kind = match resp::command_head(encoded, &limits) {
+                        Ok(HeadStatus::Multibulk(h)) => shared_kind(gate, encoded, &h, true),
+                        _ => None,
+                    };
+                    let kind = match kind {
+                        Some(Planned::Forward) => Planned::Inline,
+                        Some(Planned::Refuse { decision, .. }) => Planned::Refuse {
+                            decision,
+                            inline: true,
+                        },
+                        _ => {
+                            shareable = false;
+                            break;
+                        }
+                    };
+                    plan[planned] = (from, inline.len(), kind);
                     planned += 1;
                     pos += len;
                     continue;
@@ -538,15 +581,10 @@ async fn shared_reader(
                     break;
                 }
             };
-            let kind =
-                if shared::shareable(head.args[0].slice(frame)) && gate.allows_head(frame, &head) {
-                    Planned::Forward
-                } else if !tokens && commands::classify(frame, &head) == Class::Auth {
-                    Planned::Auth
-                } else {
-                    shareable = false;
-                    break;
-                };
+            let Some(kind) = shared_kind(gate, &frame[..len], &head, tokens) else {
+                shareable = false;
+                break;
+            };
             plan[planned] = (pos, pos + len, kind);
             planned += 1;
             pos += len;
@@ -557,11 +595,26 @@ async fn shared_reader(
         }
         let now = Instant::now();
         for &(from, to, kind) in &plan[..planned] {
-            if let Some(a) = audit {
-                let frame = match kind {
-                    Planned::Inline => &inline[from..to],
-                    Planned::Forward | Planned::Auth => &data[from..to],
+            let frame = match kind {
+                Planned::Inline | Planned::Refuse { inline: true, .. } => &inline[from..to],
+                _ => &data[from..to],
+            };
+            if let Planned::Refuse { decision, .. } = kind {
+                // Decided now, once the batch is known to stay here.
+                let Some(Gate::Answer {
+                    reply, audit: why, ..
+                }) = gate.refuse(decision, frame)
+                else {
+                    unreachable!("a refusal of a whole command is an answer")
                 };
+                if let Some(a) = audit {
+                    a.redis_command(frame, why.0, Some(why.1.as_bytes()), now);
+                    a.redis_shared_sent(now);
+                }
+                shared.submit(inbox, CARRIER, now, Some(reply.into()));
+                continue;
+            }
+            if let Some(a) = audit {
                 a.redis_command(frame, Decision::Allow, None, now);
                 a.redis_shared_sent(now);
             }
@@ -570,7 +623,8 @@ async fn shared_reader(
                 Planned::Inline => shared.submit(inbox, &inline[from..to], now, None),
                 // Under `auth = "none"` a client's AUTH is answered here and
                 // never forwarded; the carrier keeps the answer in its place.
-                Planned::Auth => shared.submit(inbox, CARRIER, now, Some(AUTH_OK)),
+                Planned::Auth => shared.submit(inbox, CARRIER, now, Some(AUTH_OK.into())),
+                Planned::Refuse { .. } => {}
             }
         }
         m.commands.add(planned as u64);

@@ -21,6 +21,7 @@
 //! sessions waiting behind it for [`STALL_MAX`] is cut off, as Redis cuts off
 //! clients past their output buffer limit.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -81,8 +82,9 @@ struct Routed {
     inbox: Rc<Inbox>,
     started: Instant,
     /// Swallow the store's reply and deliver this instead (a client's AUTH
-    /// answered by the appliance, carried by a PING to keep its place).
-    replace: Option<&'static [u8]>,
+    /// answered by the appliance, or a command refused by policy, carried
+    /// by a PING to keep its place).
+    replace: Option<Cow<'static, [u8]>>,
 }
 
 /// The shared connection of one target on one shard.
@@ -116,7 +118,7 @@ impl SharedUpstream {
         inbox: &Rc<Inbox>,
         frame: &[u8],
         now: Instant,
-        replace: Option<&'static [u8]>,
+        replace: Option<Cow<'static, [u8]>>,
     ) {
         self.out.borrow_mut().extend_from_slice(frame);
         self.fifo.borrow_mut().push_back(Routed {
@@ -286,7 +288,7 @@ impl SharedUpstream {
                     .fifo
                     .borrow()
                     .front()
-                    .map(|f| (f.inbox.clone(), f.replace))
+                    .map(|f| (f.inbox.clone(), f.replace.is_some()))
                 else {
                     // A reply nobody asked for: the stream cannot be trusted.
                     warn!(target = %t.target.name, "unexpected reply on the shared connection");
@@ -294,8 +296,8 @@ impl SharedUpstream {
                     lost_wake.notify();
                     return ReaderEnd::Lost;
                 };
-                let (inbox, replace) = front;
-                if replace.is_none() && !inbox.gone.get() {
+                let (inbox, replaced) = front;
+                if !replaced && !inbox.gone.get() {
                     inbox
                         .bytes
                         .borrow_mut()
@@ -314,7 +316,7 @@ impl SharedUpstream {
                     }
                 }
                 if !sc.complete {
-                    self.front_partial.set(pos > start && replace.is_none());
+                    self.front_partial.set(pos > start && !replaced);
                     break;
                 }
                 self.front_partial.set(false);
@@ -324,7 +326,7 @@ impl SharedUpstream {
                     if let Some(reply) = routed.replace
                         && !inbox.gone.get()
                     {
-                        inbox.bytes.borrow_mut().extend_from_slice(reply);
+                        inbox.bytes.borrow_mut().extend_from_slice(&reply);
                     }
                     inbox.owed.set(inbox.owed.get().saturating_sub(1));
                     inbox.wake.notify();
