@@ -10,7 +10,8 @@
 # always runs first, on a cold cache, or last, on a hot machine), with
 #   redis-benchmark -t get,set -c 50 -d 64 -r 100000 -n N -P 1   and   -P 16.
 # The report gives medians over rounds, ratios against twemproxy, p50/p99
-# latency, CPU time per command at -P 1 (utime+stime of the serving process
+# latency, CPU time per command at each depth (utime+stime of the serving process,
+# all its threads,
 # from /proc/PID/stat, divided by commands) and resident memory per idle
 # connection (10,000 connections each sending one PING, then held).
 # Raw numbers go to bench/results/redis_compare.csv.
@@ -195,9 +196,7 @@ bench_one() {
     exit 1
   fi
   printf '%s\n' "$rows" >> "$OUT"
-  if [ "$pipeline" = 1 ]; then
-    echo "$round,$ep,1,$(tr 'a-z,' 'A-Z+' <<< "$TESTS"),cpu_us_per_cmd,$(us_per $((after - before)) $(( $(tr ',' '\n' <<< "$TESTS" | grep -c .) * n )) 3)" >> "$OUT"
-  fi
+  echo "$round,$ep,$pipeline,$(tr 'a-z,' 'A-Z+' <<< "$TESTS"),cpu_us_per_cmd,$(us_per $((after - before)) $(( $(tr ',' '\n' <<< "$TESTS" | grep -c .) * n )) 3)" >> "$OUT"
   printf '  round %s  %-9s -P %-3s %s\n' "$round" "$ep" "$pipeline" \
     "$(printf '%s\n' "$rows" | awk -F, '$5 == "rps" { printf "%s %.0f/s  ", $4, $6 }')" >&2
 }

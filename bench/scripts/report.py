@@ -54,12 +54,13 @@ def redis(path, reference):
             p99 = med.get((ep, pipeline, test, "p99_ms"), float("nan"))
             print(f"{ep:<10} {pipeline:>3} {test:<4} {rps:>10.0f} {ratio:>14} {p50:>7.3f} {p99:>7.3f}")
 
-    cpu = [(ep, med[(ep, "1", "GET+SET", "cpu_us_per_cmd")]) for ep in endpoints
-           if (ep, "1", "GET+SET", "cpu_us_per_cmd") in med]
+    cpu = sorted(((k[1], k[2], k[0], v) for k, v in med.items() if k[3] == "cpu_us_per_cmd"),
+                 key=lambda c: (int(c[0]), c[1], endpoints.index(c[2])))
     if cpu:
-        print("\nCPU time per command at -P 1 (user+system, median over rounds)")
-        for ep, us in cpu:
-            print(f"{ep:<10} {us:8.2f} us/command")
+        print("\nCPU time of the endpoint's process per command (user+system, all threads,"
+              " median over rounds)")
+        for pipeline, test, ep, us in cpu:
+            print(f"{ep:<10} -P {pipeline:<3} {test:<8} {us:8.2f} us/command")
     idle = [(ep, med[(ep, "-", "idle", "kib_per_conn")]) for ep in endpoints
             if (ep, "-", "idle", "kib_per_conn") in med]
     if idle:
