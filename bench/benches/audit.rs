@@ -46,6 +46,19 @@ fn head() -> Head {
     }
 }
 
+/// A shard's end of the trail and the drain's end of its ring, with no
+/// drain thread: the benchmark empties the ring itself.
+fn shard_end() -> (ShardAudit, ring::Consumer) {
+    let dir = std::env::temp_dir();
+    let shared = Arc::new(AuditShared::new(
+        AuditConfig::new(dir.clone(), dir.join("unused.key")),
+        1,
+        Arc::new(AuditMetrics::new(1)),
+    ));
+    let (p, cons) = ring::channel(4 << 20);
+    (ShardAudit::new(0, shared, p), cons)
+}
+
 fn hot_path(c: &mut Criterion) {
     let ctx = context();
     let raw = command();
@@ -82,14 +95,7 @@ fn hot_path(c: &mut Criterion) {
     // What a session pays: time, encode into the shard's scratch, push.
     // The ring is emptied in the same loop so it never fills.
     group.bench_function("emit_with_clock", |b| {
-        let dir = std::env::temp_dir();
-        let shared = Arc::new(AuditShared::new(
-            AuditConfig::new(dir.clone(), dir.join("unused.key")),
-            1,
-            Arc::new(AuditMetrics::new(1)),
-        ));
-        let (p, mut cons) = ring::channel(4 << 20);
-        let shard = ShardAudit::new(0, shared, p);
+        let (shard, mut cons) = shard_end();
         b.iter(|| {
             let mut h = head;
             h.time_ns = custos::audit::record::now_ns();
@@ -109,14 +115,7 @@ fn hot_path(c: &mut Criterion) {
     // instant its batch was read (one clock read per 16 commands, as with
     // `-P 16`), encode into the scratch buffer, push.
     group.bench_function("emit_command", |b| {
-        let dir = std::env::temp_dir();
-        let shared = Arc::new(AuditShared::new(
-            AuditConfig::new(dir.clone(), dir.join("unused.key")),
-            1,
-            Arc::new(AuditMetrics::new(1)),
-        ));
-        let (p, mut cons) = ring::channel(4 << 20);
-        let shard = ShardAudit::new(0, shared, p);
+        let (shard, mut cons) = shard_end();
         let mut now = std::time::Instant::now();
         let mut n = 0u32;
         b.iter(|| {
