@@ -426,9 +426,36 @@ impl StatementRows {
     }
 }
 
-/// The last Bind of a named statement: portal, statement, and the
-/// statements epoch then.
-type Bound = (Box<[u8]>, Box<[u8]>, u64);
+/// The last Bind of a named statement. Its buffers are reused from Bind to
+/// Bind, so following Binds allocates nothing.
+#[derive(Debug, Default)]
+struct Bound {
+    /// Whether the fields below describe the last Bind (not after a Bind
+    /// of the unnamed statement, nor once statements were forgotten).
+    live: bool,
+    portal: Vec<u8>,
+    statement: Vec<u8>,
+    /// The statements epoch at the Bind.
+    epoch: u64,
+    /// The portal's plan, when its statement's was known at the Bind.
+    shape: Option<Option<Rc<Shape>>>,
+}
+
+impl Bound {
+    fn clear(&mut self) {
+        self.live = false;
+        self.shape = None;
+    }
+
+    /// The portal's plan known since its Bind, if `portal` is that portal.
+    fn shape_of(&self, portal: &[u8]) -> Option<Option<Rc<Shape>>> {
+        if self.live && self.portal == portal {
+            self.shape.clone()
+        } else {
+            None
+        }
+    }
+}
 
 /// Follows both directions of a masked session to know each row's shape.
 #[derive(Debug, Default)]
@@ -453,9 +480,7 @@ pub struct Tracker {
     /// a Describe sent before it is not learnt from.
     epoch: u64,
     /// The last Bind of a named statement.
-    bound: Option<Bound>,
-    /// The plan of that Bind's portal, when its statement's was known.
-    bound_shape: Option<DescribedPortal>,
+    bound: Bound,
     /// The awaited list overflowed: shapes are unknown until the next
     /// ReadyForQuery with nothing awaited.
     lost: bool,
@@ -501,19 +526,21 @@ impl Tracker {
             },
             Some(tag::BIND) => {
                 self.described = None;
-                self.bound = None;
-                self.bound_shape = None;
+                self.bound.clear();
                 if let Ok(frontend::Message::Bind(b)) = frontend::parse(msg)
                     && !b.statement.is_empty()
                 {
-                    if let Some(shape) = self
+                    let bound = &mut self.bound;
+                    bound.shape = self
                         .statements
                         .get(b.statement)
-                        .and_then(|rows| rows.portal(&b.result_formats))
-                    {
-                        self.bound_shape = Some((b.portal.into(), shape));
-                    }
-                    self.bound = Some((b.portal.into(), b.statement.into(), self.epoch));
+                        .and_then(|rows| rows.portal(&b.result_formats));
+                    bound.portal.clear();
+                    bound.portal.extend_from_slice(b.portal);
+                    bound.statement.clear();
+                    bound.statement.extend_from_slice(b.statement);
+                    bound.epoch = self.epoch;
+                    bound.live = true;
                 }
             }
             Some(tag::DESCRIBE) => match frontend::parse(msg) {
@@ -532,10 +559,7 @@ impl Tracker {
                 let Ok(frontend::Message::Execute { portal, .. }) = frontend::parse(msg) else {
                     return None;
                 };
-                let known = match &self.bound_shape {
-                    Some((name, shape)) if **name == *portal => Some(shape.clone()),
-                    _ => None,
-                };
+                let known = self.bound.shape_of(portal);
                 let inject = known.is_none() && self.described.as_deref() != Some(portal);
                 self.described = None;
                 if inject {
@@ -564,19 +588,15 @@ impl Tracker {
     /// redefined statements since; with the epoch, which must not have
     /// moved either when the answer comes.
     fn learns(&self, portal: &[u8]) -> Option<(Box<[u8]>, u64)> {
-        match &self.bound {
-            Some((p, statement, epoch)) if **p == *portal && *epoch == self.epoch => {
-                Some((statement.clone(), *epoch))
-            }
-            _ => None,
-        }
+        let b = &self.bound;
+        (b.live && b.portal == portal && b.epoch == self.epoch)
+            .then(|| (b.statement.as_slice().into(), b.epoch))
     }
 
     fn forget_statements(&mut self) {
         self.epoch += 1;
         self.statements.clear();
-        self.bound = None;
-        self.bound_shape = None;
+        self.bound.clear();
     }
 
     /// Remembers the plans of `statement` from a Describe of one of its
@@ -613,8 +633,7 @@ impl Tracker {
             tag::PARSE | tag::CLOSE => self.forget_statements(),
             tag::BIND => {
                 self.described = None;
-                self.bound = None;
-                self.bound_shape = None;
+                self.bound.clear();
             }
             // An Execute or Describe too large to read: its rows' shape is
             // unknown, and they are scanned by every detector.
