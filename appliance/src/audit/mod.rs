@@ -138,13 +138,20 @@ pub struct ShardAudit {
     pushed: Cell<u64>,
     /// Sessions started on this shard.
     sessions: Cell<u64>,
-    /// Ring position at the last early wake of the drain.
-    woken_at: Cell<u64>,
+    /// Ring position when the pushed bytes last crossed a
+    /// [`NUDGE_BYTES`] step, and when that was.
+    stepped: Cell<(u64, Instant)>,
     /// An instant and the wall-clock time (Unix ns) read with it.
     clock_anchor: Cell<(Instant, u64)>,
     /// `record_reply_bytes`.
     pub(crate) reply_bytes: usize,
 }
+
+/// Ring bytes between two looks at whether to wake the drain early.
+const NUDGE_BYTES: u64 = 64 * 1024;
+/// A shard that pushes [`NUDGE_BYTES`] within this (32 MB/s) wakes the
+/// drain for them.
+const NUDGE_FAST: Duration = Duration::from_millis(2);
 
 /// Bytes of each Redis argument kept in a record.
 pub const ARG_BYTES_MAX: usize = 256;
@@ -163,7 +170,7 @@ impl ShardAudit {
             spill: RefCell::new(VecDeque::new()),
             pushed: Cell::new(0),
             sessions: Cell::new(0),
-            woken_at: Cell::new(0),
+            stepped: Cell::new((0, Instant::now())),
             clock_anchor: Cell::new((Instant::now(), record::now_ns())),
             reply_bytes,
         }
@@ -218,15 +225,25 @@ impl ShardAudit {
         self.shared.wake_drain();
     }
 
-    /// Under `async` the drain sleeps between fsyncs while records gather;
-    /// a ring filling up faster than that wakes it early, at most once
-    /// every eighth of the ring.
+    /// Under `async` the drain sleeps between fsyncs while records gather.
+    /// A shard pushing records fast wakes it every [`NUDGE_BYTES`], so it
+    /// takes them in short rounds while they are still in the cache and
+    /// never holds a core for long; a slow shard leaves it asleep until
+    /// the fsync is due, so each round frames, writes and fsyncs a large
+    /// batch. Either way a ring a quarter full wakes it.
     #[inline]
     fn nudge_drain(&self) {
-        let cap = self.producer.capacity() as u64;
         let at = self.producer.position();
-        if at - self.woken_at.get() >= cap / 8 && self.producer.backlog_above(cap / 4) {
-            self.woken_at.set(at);
+        let (last, last_at) = self.stepped.get();
+        let cap = self.producer.capacity() as u64;
+        let step = NUDGE_BYTES.min(cap / 8);
+        if at - last < step {
+            return;
+        }
+        let now = Instant::now();
+        self.stepped.set((at, now));
+        let fast = now.saturating_duration_since(last_at) < NUDGE_FAST;
+        if (fast && self.producer.backlog_above(step)) || self.producer.backlog_above(cap / 4) {
             self.shared.wake_drain();
         }
     }

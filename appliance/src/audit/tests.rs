@@ -517,3 +517,54 @@ fn under_sync_durability_commands_are_written_at_once() {
     let got: Vec<String> = session_records(&dir, 6).iter().map(summary).collect();
     assert_eq!(got, ["command 1 -", "reply 1 ok"]);
 }
+
+/// Pushes one record of about 1 KiB into `a`'s ring.
+fn kilobyte(a: &ShardAudit) {
+    let head = Head {
+        kind: Some(Kind::Command),
+        protocol: Proto::Redis,
+        ..Head::default()
+    };
+    a.emit(|out| {
+        Encoder::start(out, &head, &Context::none())
+            .rule(b"")
+            .arg(&[b'v'; 1000])
+            .finish(b"", b"", b"")
+    });
+}
+
+#[test]
+fn a_fast_shard_wakes_the_drain_early_and_a_slow_one_lets_it_sleep() {
+    let t = build();
+    // A ring far larger than what is pushed here, so a quarter-full ring
+    // never wakes the drain; this thread stands in for it.
+    let (_drain, ends, shared) = open_with(&t.dir, &t.key, 1, |c| c.ring_bytes = 64 << 20);
+    shared.set_drain_thread(std::thread::current());
+    // Clear any wake-up left from before.
+    std::thread::park_timeout(std::time::Duration::ZERO);
+
+    // Slow: one nudge step (64 KiB) every 5 ms, below the early-wake rate.
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        for _ in 0..66 {
+            kilobyte(&ends[0]);
+        }
+    }
+    let start = std::time::Instant::now();
+    std::thread::park_timeout(std::time::Duration::from_millis(300));
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(250),
+        "a shard pushing 13 MB/s woke the drain"
+    );
+
+    // Fast: the same bytes at once.
+    for _ in 0..4 * 66 {
+        kilobyte(&ends[0]);
+    }
+    let start = std::time::Instant::now();
+    std::thread::park_timeout(std::time::Duration::from_secs(5));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(4),
+        "a shard pushing 256 KiB at once did not wake the drain"
+    );
+}
