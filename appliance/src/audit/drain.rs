@@ -59,6 +59,7 @@ use tracing::{error, info, warn};
 
 use super::checkpoint::{self, Head as ChainHead};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use super::record::{self, Context, Encoder, FLAG_RAW_RESP, Head, Kind, Proto, Record, Status};
 use super::segment::{self, Hash, SegmentWriter};
@@ -169,7 +170,7 @@ struct Waiting {
 /// Pairs each command with its reply, per session (see the module docs).
 #[derive(Default)]
 pub struct Pairing {
-    sessions: HashMap<u64, VecDeque<Waiting>>,
+    sessions: HashMap<u64, VecDeque<Waiting>, BuildHasherDefault<SessionHasher>>,
     held: usize,
     spare: Vec<Vec<u8>>,
 }
@@ -346,6 +347,28 @@ impl Pairing {
             }
         }
         self.held = 0;
+    }
+}
+
+/// Hashes session ids, which the appliance numbers itself (no
+/// adversary chooses them): one multiplication spreads a counter over the
+/// table.
+#[derive(Default)]
+pub struct SessionHasher(u64);
+
+impl std::hash::Hasher for SessionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
