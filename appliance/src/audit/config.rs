@@ -22,7 +22,7 @@ pub const SEGMENT_AGE_S_DEFAULT: u64 = 3600;
 /// Default `checkpoint_interval_ms`.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5000;
 /// Default `flush_interval_ms`: the group-commit window of `async`.
-pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 5;
+pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 20;
 /// Default `ring_bytes` per shard.
 pub const RING_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 /// Accepted range of `ring_bytes`: a ring must take a few of the largest
