@@ -156,9 +156,8 @@ impl RedisGate {
     }
 
     /// The refusal of a whole command `frame` that [`RedisGate::on_shared`]
-    /// found refused by `d`: logged (and,
-    /// for an approval rule, requested) now. `None` if `frame` is not a
-    /// command.
+    /// found refused by `d`: logged (and, for an approval rule, requested)
+    /// now. `None` if `frame` is not a command.
     pub fn refuse(&self, d: Decision, frame: &[u8]) -> Option<Gate> {
         let args = FrameArgs::parse(frame)?;
         if args.count() == 0 {

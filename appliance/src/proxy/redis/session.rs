@@ -357,16 +357,16 @@ fn shared_kind(
     head: &CommandHead,
     tokens: bool,
 ) -> Option<Planned> {
-    let name = head.arg(frame, 0).unwrap_or_default();
-    match gate.on_shared(frame, head) {
-        Shared::Forward if shared::shareable(name) => Some(Planned::Forward),
-        Shared::Refuse(decision) if commands::classify(frame, head) == Class::Plain => {
-            Some(Planned::Refuse {
-                decision,
-                inline: false,
-            })
-        }
-        _ if !tokens && commands::classify(frame, head) == Class::Auth => Some(Planned::Auth),
+    let verdict = gate.on_shared(frame, head);
+    if verdict == Shared::Forward && shared::shareable(head.arg(frame, 0).unwrap_or_default()) {
+        return Some(Planned::Forward);
+    }
+    match (verdict, commands::classify(frame, head)) {
+        (Shared::Refuse(decision), Class::Plain) => Some(Planned::Refuse {
+            decision,
+            inline: false,
+        }),
+        (_, Class::Auth) if !tokens => Some(Planned::Auth),
         _ => None,
     }
 }
